@@ -1,0 +1,146 @@
+"""Settings: one frozen object, built once at start from defaults, a TOML config file, the
+environment (``LEVERET_*``) and command-line flags, in rising order of precedence.
+
+This is the only module that reads flags, environment variables or the config file; everything
+else receives a `Settings`. The config file format is in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from leveret.amqp.auth import Permission, User, hash_password
+from leveret.errors import ConfigError
+
+MIB = 1024 * 1024
+DEFAULT_VHOST = "/"
+
+
+def _guest() -> tuple[User, ...]:
+    # RabbitMQ's default user: full rights on "/", refused from anywhere but loopback.
+    return (User("guest", hash_password("guest"), ("administrator",),
+                 {DEFAULT_VHOST: Permission()}, loopback_only=True),)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 5672
+    data_dir: Path | None = None
+    log_level: str = "info"
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    max_message_size: int = 128 * MIB
+    handshake_timeout: float = 10.0
+    vhosts: tuple[str, ...] = (DEFAULT_VHOST,)
+    users: tuple[User, ...] = field(default_factory=_guest)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, "
+                              f"got {self.log_level!r}")
+        if not 4096 <= self.frame_max <= 2**31 - 1:
+            raise ConfigError(f"frame_max must be at least 4096, got {self.frame_max}")
+        if not 1 <= self.channel_max <= 65535:
+            raise ConfigError(f"channel_max must be between 1 and 65535, got {self.channel_max}")
+        if not 0 <= self.heartbeat <= 65535:
+            raise ConfigError(f"heartbeat must be between 0 and 65535, got {self.heartbeat}")
+        if not 0 < self.max_message_size <= 512 * MIB:
+            raise ConfigError("max_message_size must be between 1 byte and 512 MiB, "
+                              f"got {self.max_message_size}")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_SERVER_KEYS = {f.name for f in fields(Settings)} - {"users", "vhosts"}
+_ENV = {"host": "LEVERET_HOST", "port": "LEVERET_PORT", "data_dir": "LEVERET_DATA_DIR",
+        "log_level": "LEVERET_LOG_LEVEL"}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < config file < environment < ``overrides`` (command-line flags; None = unset)."""
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get("LEVERET_CONFIG"):
+        config_file = Path(environ["LEVERET_CONFIG"])
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_read_config_file(config_file))
+    for key, var in _ENV.items():
+        if environ.get(var):
+            values[key] = environ[var]
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return _build(values)
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    try:
+        if "port" in values:
+            values["port"] = int(values["port"])
+        if values.get("data_dir") is not None:
+            values["data_dir"] = Path(values["data_dir"])
+        for key in ("heartbeat", "frame_max", "channel_max", "max_message_size"):
+            if key in values:
+                values[key] = int(values[key])
+        if "log_level" in values:
+            values["log_level"] = str(values["log_level"]).lower()
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid setting: {err}") from err
+    return replace(Settings(), **values)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+    unknown = set(document) - {"server", "vhosts", "users"}
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = dict(document.get("server", {}))
+    bad = set(values) - _SERVER_KEYS
+    if bad:
+        raise ConfigError(f"config file {path}: unknown [server] key(s) {', '.join(sorted(bad))}")
+    vhosts = document.get("vhosts", [DEFAULT_VHOST])
+    if not isinstance(vhosts, list) or not all(isinstance(v, str) and v for v in vhosts):
+        raise ConfigError(f"config file {path}: vhosts must be a list of non-empty names")
+    values["vhosts"] = tuple(dict.fromkeys(vhosts))
+    if "users" in document:
+        values["users"] = tuple(_user(path, spec) for spec in document["users"])
+    return values
+
+
+def _user(path: Path, spec: Any) -> User:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ConfigError(f"config file {path}: every [[users]] entry needs a name")
+    name = spec["name"]
+    unknown = set(spec) - {"name", "password", "password_hash", "tags", "permissions",
+                           "loopback_only"}
+    if unknown:
+        raise ConfigError(f"config file {path}: user {name!r}: unknown key(s) "
+                          f"{', '.join(sorted(unknown))}")
+    if ("password" in spec) == ("password_hash" in spec):
+        raise ConfigError(f"config file {path}: user {name!r} needs exactly one of "
+                          "password or password_hash")
+    password_hash = spec.get("password_hash") or hash_password(str(spec["password"]))
+    permissions = {}
+    for vhost, perm in spec.get("permissions", {}).items():
+        if not isinstance(perm, dict) or set(perm) - {"configure", "write", "read"}:
+            raise ConfigError(f"config file {path}: user {name!r}: permissions for {vhost!r} "
+                              "take configure, write and read patterns")
+        permissions[vhost] = Permission(**{k: str(v) for k, v in perm.items()})
+    return User(name, password_hash, tuple(spec.get("tags", ())), permissions,
+                loopback_only=bool(spec.get("loopback_only", False)))

@@ -1,0 +1,164 @@
+"""Validation and equivalence of queue and exchange arguments, as RabbitMQ checks them.
+
+A declare with a bad ``x-`` argument is refused with 406 before anything is created; a
+redeclare whose arguments differ from the existing queue's, for the arguments RabbitMQ
+compares, is refused with 406 "inequivalent arg". Unknown arguments are accepted and ignored,
+as RabbitMQ does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from leveret.errors import PreconditionFailed
+
+_OVERFLOW = ("drop-head", "reject-publish", "reject-publish-dlx")
+_QUEUE_TYPES = ("classic", "quorum")
+_QUEUE_MODES = ("default", "lazy")
+
+
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _non_negative(value: Any) -> str | None:
+    number = _integer(value)
+    if number is None:
+        return f"{{unacceptable_type,{_type_name(value)}}}"
+    return None if number >= 0 else f"{{value_negative,{number}}}"
+
+
+def _positive(value: Any) -> str | None:
+    number = _integer(value)
+    if number is None:
+        return f"{{unacceptable_type,{_type_name(value)}}}"
+    return None if number > 0 else f"{{value_zero,{number}}}" if number == 0 \
+        else f"{{value_negative,{number}}}"
+
+
+def _priority(value: Any) -> str | None:
+    problem = _non_negative(value)
+    if problem is None and value > 255:
+        return f"{{value_too_large,{value},255}}"
+    return problem
+
+
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"{{unacceptable_type,{_type_name(value)}}}"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"{{unacceptable_type,{_type_name(value)}}}"
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return f"{{unacceptable_type,{_type_name(value)}}}"
+        return None if value in choices else f"{{unsupported_value,{value!r}}}"
+
+    return check
+
+
+# The arguments RabbitMQ validates at declare and compares on redeclare (rabbit_amqqueue).
+QUEUE_ARGUMENTS: dict[str, Callable[[Any], str | None]] = {
+    "x-expires": _positive,
+    "x-message-ttl": _non_negative,
+    "x-dead-letter-exchange": _string,
+    "x-dead-letter-routing-key": _string,
+    "x-max-length": _non_negative,
+    "x-max-length-bytes": _non_negative,
+    "x-max-priority": _priority,
+    "x-overflow": _one_of(_OVERFLOW),
+    "x-queue-mode": _one_of(_QUEUE_MODES),
+    "x-queue-type": _one_of(_QUEUE_TYPES),
+    "x-single-active-consumer": _boolean,
+    "x-delivery-limit": _non_negative,
+    "x-consumer-timeout": _positive,
+    "x-message-deduplication": _boolean,
+    "x-cache-ttl": _non_negative,
+}
+
+
+def validate_queue_arguments(
+    name: str, vhost: str, arguments: Mapping[str, Any], *, durable: bool, exclusive: bool,
+    auto_delete: bool,
+) -> None:
+    """Raise PreconditionFailed for the first invalid argument, with RabbitMQ's wording."""
+    for key, check in QUEUE_ARGUMENTS.items():
+        if key in arguments:
+            problem = check(arguments[key])
+            if problem is not None:
+                raise PreconditionFailed(
+                    f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {problem}"
+                )
+    if "x-dead-letter-routing-key" in arguments and "x-dead-letter-exchange" not in arguments:
+        raise PreconditionFailed(
+            f"invalid arg 'x-dead-letter-routing-key' for queue '{name}' in vhost '{vhost}': "
+            "routing_key_but_no_dlx_defined"
+        )
+    if arguments.get("x-queue-type") == "quorum" and (not durable or exclusive or auto_delete):
+        prop = "durable" if not durable else "exclusive" if exclusive else "auto-delete"
+        raise PreconditionFailed(
+            f"invalid property '{prop}' for queue '{name}' in vhost '{vhost}'"
+        )
+
+
+def assert_queue_equivalent(
+    name: str, vhost: str, current: Mapping[str, Any], received: Mapping[str, Any]
+) -> None:
+    """Raise PreconditionFailed if a redeclare's arguments differ from the queue's."""
+    for key in QUEUE_ARGUMENTS:
+        old, new = current.get(key), received.get(key)
+        if key == "x-queue-type":
+            old, new = old or "classic", new or "classic"
+        if not _same(old, new):
+            raise PreconditionFailed(
+                f"inequivalent arg '{key}' for queue '{name}' in vhost '{vhost}': "
+                f"received {_describe(new)} but current is {_describe(old)}"
+            )
+
+
+def assert_exchange_equivalent(
+    name: str, vhost: str, current: Mapping[str, Any], received: Mapping[str, Any]
+) -> None:
+    old, new = current.get("alternate-exchange"), received.get("alternate-exchange")
+    if not _same(old, new):
+        raise PreconditionFailed(
+            f"inequivalent arg 'alternate-exchange' for exchange '{name}' in vhost '{vhost}': "
+            f"received {_describe(new)} but current is {_describe(old)}"
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "none"
+    return f"the value '{value}' of type '{_type_name(value)}'"
+
+
+def _type_name(value: Any) -> str:
+    # RabbitMQ's names for AMQP field types, as they appear in its error messages.
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "long" if not -(2**31) <= value < 2**31 else "signedint"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "longstr"
+    if isinstance(value, bytes):
+        return "bytearray"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    if value is None:
+        return "void"
+    return type(value).__name__

@@ -1,0 +1,186 @@
+"""Messages as the broker keeps them, and the queue entries that point at them.
+
+A message keeps the properties block exactly as the publisher sent it (AMQP basic-class
+properties: flags, then the present fields) and hands it unchanged to every consumer. Only the
+few fields the broker acts on are read out when it arrives; the headers table is decoded on
+first use (headers exchange), never on the plain publish/deliver path.
+
+This module holds values only: no queues, no sockets.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from leveret.core.tables import FieldTable, TableError, decode_table
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+# Basic-class property flags, in wire order (AMQP 0-9-1, section 4.2.6.1).
+CONTENT_TYPE = 0x8000
+CONTENT_ENCODING = 0x4000
+HEADERS = 0x2000
+DELIVERY_MODE = 0x1000
+PRIORITY = 0x0800
+CORRELATION_ID = 0x0400
+REPLY_TO = 0x0200
+EXPIRATION = 0x0100
+MESSAGE_ID = 0x0080
+TIMESTAMP = 0x0040
+TYPE = 0x0020
+USER_ID = 0x0010
+APP_ID = 0x0008
+CLUSTER_ID = 0x0004
+_CONTINUATION = 0x0001
+_RESERVED = 0x0002
+
+# Short-string fields between the ones the broker reads; skipped by length.
+_SKIPPED_BEFORE_EXPIRATION = (CORRELATION_ID, REPLY_TO)
+_SKIPPED_BEFORE_USER_ID = (MESSAGE_ID,)
+
+
+class PropertiesError(ValueError):
+    """The content-header properties block is malformed."""
+
+
+@dataclass(slots=True)
+class Message:
+    """One published message, shared by every queue it was routed to.
+
+    Treated as immutable. Not ``frozen``: a frozen dataclass costs four times as much to build
+    (1.0 us against 0.23 us, measured), and one is built for every message published.
+    """
+
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+    delivery_mode: int = 0
+    priority: int = 0
+    expiration: str | None = None
+    user_id: str | None = None
+    headers_at: int = -1
+    """Offset of the headers table in ``properties``, -1 when there is none."""
+    _headers: FieldTable | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_wire(cls, exchange: str, routing_key: str, properties: bytes, body: bytes) -> Message:
+        """Build a message from a publish; raise PropertiesError if the properties are malformed."""
+        if properties == b"\x00\x00":
+            return cls(exchange, routing_key, properties, body)
+        fields = parse_properties(properties)
+        return cls(exchange, routing_key, properties, body, *fields)
+
+    @property
+    def persistent(self) -> bool:
+        return self.delivery_mode == 2
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+    @property
+    def headers(self) -> FieldTable:
+        """The headers table, decoded on first use; raises PropertiesError if malformed."""
+        if self._headers is None:
+            if self.headers_at < 0:
+                self._headers = {}
+            else:
+                try:
+                    self._headers = decode_table(self.properties, self.headers_at)[0]
+                except TableError as err:
+                    raise PropertiesError(f"invalid headers table: {err}") from err
+        return self._headers
+
+
+def parse_properties(raw: bytes) -> tuple[int, int, str | None, str | None, int]:
+    """Walk a properties block; return delivery_mode, priority, expiration, user_id, headers_at.
+
+    Every field is bounds-checked so that a malformed block is refused at publish time instead
+    of being forwarded to consumers; the headers table is only measured, not decoded.
+    """
+    try:
+        return _parse(raw)
+    except (IndexError, struct.error) as err:
+        raise PropertiesError("content header properties run past the end of the frame") from err
+
+
+def _parse(raw: bytes) -> tuple[int, int, str | None, str | None, int]:
+    flags: int = _U16.unpack_from(raw, 0)[0]
+    pos = 2
+    word = flags
+    while word & _CONTINUATION:  # more flag words follow; basic has no properties in them
+        word = _U16.unpack_from(raw, pos)[0]
+        pos += 2
+    if flags & _RESERVED:
+        raise PropertiesError("reserved property flag bit is set")
+    delivery_mode = priority = 0
+    expiration = user_id = None
+    headers_at = -1
+    if flags & CONTENT_TYPE:
+        pos = _skip_shortstr(raw, pos)
+    if flags & CONTENT_ENCODING:
+        pos = _skip_shortstr(raw, pos)
+    if flags & HEADERS:
+        headers_at = pos
+        pos += 4 + _U32.unpack_from(raw, pos)[0]
+    if flags & DELIVERY_MODE:
+        delivery_mode = raw[pos]
+        pos += 1
+    if flags & PRIORITY:
+        priority = raw[pos]
+        pos += 1
+    for flag in _SKIPPED_BEFORE_EXPIRATION:
+        if flags & flag:
+            pos = _skip_shortstr(raw, pos)
+    if flags & EXPIRATION:
+        expiration, pos = _read_shortstr(raw, pos)
+    for flag in _SKIPPED_BEFORE_USER_ID:
+        if flags & flag:
+            pos = _skip_shortstr(raw, pos)
+    if flags & TIMESTAMP:
+        pos += 8
+    if flags & TYPE:
+        pos = _skip_shortstr(raw, pos)
+    if flags & USER_ID:
+        user_id, pos = _read_shortstr(raw, pos)
+    if flags & APP_ID:
+        pos = _skip_shortstr(raw, pos)
+    if flags & CLUSTER_ID:
+        pos = _skip_shortstr(raw, pos)
+    if pos != len(raw):
+        raise PropertiesError(
+            f"content header properties are {len(raw)} bytes but the fields take {pos}"
+        )
+    return delivery_mode, priority, expiration, user_id, headers_at
+
+
+def _skip_shortstr(raw: bytes, pos: int) -> int:
+    end = pos + 1 + raw[pos]
+    if end > len(raw):
+        raise PropertiesError("content header short string runs past the end of the frame")
+    return end
+
+
+def _read_shortstr(raw: bytes, pos: int) -> tuple[str, int]:
+    end = _skip_shortstr(raw, pos)
+    try:
+        return raw[pos + 1 : end].decode(), end
+    except UnicodeDecodeError as err:
+        raise PropertiesError("content header short string is not valid UTF-8") from err
+
+
+class Entry:
+    """A message's place in one queue: the per-queue state a fanout copy does not share."""
+
+    __slots__ = ("message", "redelivered", "seq")
+
+    def __init__(self, message: Message, seq: int, redelivered: bool = False) -> None:
+        self.message = message
+        self.seq = seq
+        self.redelivered = redelivered
+
+    def __repr__(self) -> str:
+        return f"Entry(seq={self.seq}, redelivered={self.redelivered}, message={self.message!r})"

@@ -1,0 +1,387 @@
+"""A virtual host: its exchanges, queues and bindings, and the one API every front door uses.
+
+Each operation opens with guard clauses in RabbitMQ's order (bad name -> exists -> passive ->
+reserved prefix -> create) and raises domain errors from `leveret.errors`; the front door turns
+them into protocol replies. ``find_*`` returns None, ``get_*`` raises NotFound.
+
+Exclusive queues belong to an *owner*: any object identifying a client connection. Using
+another owner's exclusive queue raises ResourceLocked (405).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from leveret.core.arguments import (
+    assert_exchange_equivalent,
+    assert_queue_equivalent,
+    validate_queue_arguments,
+)
+from leveret.core.exchanges import (
+    EXCHANGE_TYPES,
+    Binding,
+    DefaultExchange,
+    Exchange,
+    TopicExchange,
+)
+from leveret.core.message import Message
+from leveret.core.queue import Consumer, Queue
+from leveret.core.tables import FieldTable
+from leveret.errors import (
+    AccessRefused,
+    CommandInvalid,
+    NotFound,
+    PreconditionFailed,
+    ResourceLocked,
+)
+from leveret.store.base import MessageStore
+from leveret.store.memory import MemoryMessageStore
+
+PREDECLARED: tuple[tuple[str, str], ...] = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+
+def server_generated_name(prefix: str) -> str:
+    """``prefix`` plus 22 characters of base64url, like RabbitMQ's amq.gen- and amq.ctag- names."""
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+class VHost:
+    """Exchanges, queues and bindings of one virtual host."""
+
+    def __init__(self, name: str, store: MessageStore | None = None) -> None:
+        self.name = name
+        self.store: MessageStore = store if store is not None else MemoryMessageStore()
+        self.queues: dict[str, Queue] = {}
+        self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self.queues)}
+        # Reverse index: id(destination) -> exchanges holding a binding to it.
+        self._sources: dict[int, dict[str, Exchange]] = {}
+        for name_, type_ in PREDECLARED:
+            self.exchanges[name_] = EXCHANGE_TYPES[type_](name_, durable=True)
+        self.exchanges["amq.rabbitmq.trace"] = TopicExchange(
+            "amq.rabbitmq.trace", durable=True, internal=True
+        )
+
+    def __repr__(self) -> str:
+        return f"<VHost {self.name!r}>"
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def find_exchange(self, name: str) -> Exchange | None:
+        return self.exchanges.get(name)
+
+    def get_exchange(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
+        return exchange
+
+    def find_queue(self, name: str) -> Queue | None:
+        return self.queues.get(name)
+
+    def get_queue(self, name: str, owner: object | None = None) -> Queue:
+        """The queue, checked for exclusive access by ``owner``."""
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
+        self._check_owner(queue, owner)
+        return queue
+
+    def _check_owner(self, queue: Queue, owner: object | None) -> None:
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise ResourceLocked(
+                f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
+                f"'{self.name}'. It could be originally declared on another connection or the "
+                "exclusive property value does not match that of the original declaration."
+            )
+
+    # -- exchanges --------------------------------------------------------------------
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> Exchange:
+        arguments = arguments or {}
+        if passive:
+            if name == "":
+                return self.exchanges[""]
+            return self.get_exchange(name)
+        exchange_type = EXCHANGE_TYPES.get(type_name)
+        if exchange_type is None:
+            raise CommandInvalid(f"unknown exchange type '{type_name}'")
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        existing = self.exchanges.get(name)
+        if existing is None:
+            if name.startswith("amq."):
+                raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+            exchange = exchange_type(
+                name, durable=durable, auto_delete=auto_delete, internal=internal,
+                arguments=arguments,
+            )
+            self.exchanges[name] = exchange
+            return exchange
+        self._assert_exchange_equivalent(existing, type_name, durable, auto_delete, internal)
+        assert_exchange_equivalent(name, self.name, existing.arguments, arguments)
+        return existing
+
+    def _assert_exchange_equivalent(
+        self, exchange: Exchange, type_name: str, durable: bool, auto_delete: bool, internal: bool
+    ) -> None:
+        for field, current, received in (
+            ("type", exchange.type_name, type_name),
+            ("durable", exchange.durable, durable),
+            ("auto_delete", exchange.auto_delete, auto_delete),
+            ("internal", exchange.internal, internal),
+        ):
+            if current != received:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{field}' for exchange '{exchange.name}' in vhost "
+                    f"'{self.name}': received '{_show(received)}' but current is '{_show(current)}'"
+                )
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        if name == "" or name.startswith("amq."):
+            raise AccessRefused(f"operation not permitted on exchange '{name or 'amq.default'}'")
+        exchange = self.get_exchange(name)
+        if if_unused and exchange.has_bindings:
+            raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        del self.exchanges[exchange.name]
+        exchange.deleted = True
+        for binding in exchange.bindings():
+            exchange.unbind(binding)
+            self._forget_source(binding.destination, exchange)
+        self._unbind_everywhere(exchange)
+
+    # -- queues -----------------------------------------------------------------------
+
+    def declare_queue(
+        self,
+        name: str,
+        owner: object | None = None,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> Queue:
+        arguments = arguments or {}
+        if passive:
+            return self.get_queue(name, owner)
+        existing = self.queues.get(name) if name else None
+        if existing is not None:
+            self._check_owner(existing, owner)
+            self._assert_queue_equivalent(existing, durable, exclusive, auto_delete)
+            assert_queue_equivalent(name, self.name, existing.arguments, arguments)
+            return existing
+        if not name:
+            name = server_generated_name("amq.gen-")
+        elif name.startswith("amq."):
+            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        validate_queue_arguments(
+            name, self.name, arguments, durable=durable, exclusive=exclusive,
+            auto_delete=auto_delete,
+        )
+        queue = Queue(
+            name, durable=durable, exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete, arguments=arguments,
+            store=self.store.open_queue(self.name, name, durable=durable),
+        )
+        self.queues[name] = queue
+        return queue
+
+    def _assert_queue_equivalent(
+        self, queue: Queue, durable: bool, exclusive: bool, auto_delete: bool
+    ) -> None:
+        checks = [("exclusive", queue.exclusive, exclusive),
+                  ("auto_delete", queue.auto_delete, auto_delete)]
+        if not queue.exclusive:  # RabbitMQ ignores the durable flag of exclusive queues
+            checks.insert(0, ("durable", queue.durable, durable))
+        for field, current, received in checks:
+            if current != received:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{field}' for queue '{queue.name}' in vhost '{self.name}': "
+                    f"received '{_show(received)}' but current is '{_show(current)}'"
+                )
+
+    def delete_queue(
+        self, name: str, owner: object | None = None, *, if_unused: bool = False,
+        if_empty: bool = False,
+    ) -> int:
+        """Delete a queue; return how many ready messages it held. A missing queue returns 0."""
+        queue = self.queues.get(name)
+        if queue is None:
+            return 0
+        self._check_owner(queue, owner)
+        if if_unused and queue.consumer_count:
+            raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
+        if if_empty and queue.message_count:
+            raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' is not empty")
+        return self.remove_queue(queue)
+
+    def remove_queue(self, queue: Queue) -> int:
+        """Delete without checks (auto-delete, exclusive owner gone); notify its consumers."""
+        if self.queues.get(queue.name) is not queue:
+            return 0
+        count = queue.message_count
+        del self.queues[queue.name]
+        for consumer in queue.delete():
+            consumer.channel.consumer_cancelled(consumer)
+        self._unbind_everywhere(queue)
+        return count
+
+    def purge_queue(self, name: str, owner: object | None = None) -> int:
+        return self.get_queue(name, owner).purge()
+
+    def owner_closed(self, owner: object) -> None:
+        """The owning connection is gone: delete its exclusive queues."""
+        for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
+            self.remove_queue(queue)
+
+    # -- bindings ---------------------------------------------------------------------
+
+    def bind_queue(
+        self, queue_name: str, exchange_name: str, routing_key: str,
+        arguments: FieldTable | None = None, owner: object | None = None,
+    ) -> None:
+        queue = self.get_queue(queue_name, owner)
+        exchange = self._bindable_source(exchange_name)
+        self._bind(exchange, queue, routing_key, arguments or {})
+
+    def unbind_queue(
+        self, queue_name: str, exchange_name: str, routing_key: str,
+        arguments: FieldTable | None = None, owner: object | None = None,
+    ) -> None:
+        queue = self.get_queue(queue_name, owner)
+        exchange = self._bindable_source(exchange_name)
+        self._unbind(exchange, queue, routing_key, arguments or {})
+
+    def bind_exchange(
+        self, destination: str, source: str, routing_key: str,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        dest = self._bindable_destination(destination)
+        self._bind(self._bindable_source(source), dest, routing_key, arguments or {})
+
+    def unbind_exchange(
+        self, destination: str, source: str, routing_key: str,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        dest = self._bindable_destination(destination)
+        self._unbind(self._bindable_source(source), dest, routing_key, arguments or {})
+
+    def _bindable_source(self, name: str) -> Exchange:
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        return self.get_exchange(name)
+
+    def _bindable_destination(self, name: str) -> Exchange:
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        return self.get_exchange(name)
+
+    def _bind(
+        self, exchange: Exchange, dest: Queue | Exchange, routing_key: str, arguments: FieldTable
+    ) -> None:
+        exchange.validate_binding(arguments)
+        if exchange.bind(Binding.make(dest, routing_key, arguments)):
+            self._sources.setdefault(id(dest), {})[exchange.name] = exchange
+
+    def _unbind(
+        self, exchange: Exchange, dest: Queue | Exchange, routing_key: str, arguments: FieldTable
+    ) -> None:
+        if not exchange.unbind(Binding.make(dest, routing_key, arguments)):
+            return  # RabbitMQ answers unbind-ok for a binding that does not exist
+        if not any(b.destination is dest for b in exchange.bindings()):
+            self._forget_source(dest, exchange)
+        self._auto_delete(exchange)
+
+    def _forget_source(self, dest: Queue | Exchange, exchange: Exchange) -> None:
+        sources = self._sources.get(id(dest))
+        if sources is not None:
+            sources.pop(exchange.name, None)
+            if not sources:
+                del self._sources[id(dest)]
+
+    def _unbind_everywhere(self, dest: Queue | Exchange) -> None:
+        for exchange in list(self._sources.pop(id(dest), {}).values()):
+            exchange.unbind_destination(dest)
+            self._auto_delete(exchange)
+
+    def _auto_delete(self, exchange: Exchange) -> None:
+        if exchange.auto_delete and not exchange.has_bindings and not exchange.deleted:
+            self._remove_exchange(exchange)
+
+    # -- routing ----------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, message: Message) -> list[Queue]:
+        """Every queue the message reaches through ``exchange``, each once.
+
+        Follows exchange-to-exchange bindings (each exchange visited once, so cycles end) and
+        alternate exchanges of exchanges that route nowhere.
+        """
+        queues: dict[int, Queue] = {}
+        pending: list[Exchange] = [exchange]
+        visited: set[int] = {id(exchange)}
+        while pending:
+            current = pending.pop()
+            routed = False
+            for dest in current.route(message):
+                routed = True
+                if isinstance(dest, Queue):
+                    queues[id(dest)] = dest
+                elif id(dest) not in visited:
+                    visited.add(id(dest))
+                    pending.append(dest)
+            if not routed:
+                alternate = self._alternate(current)
+                if alternate is not None and id(alternate) not in visited:
+                    visited.add(id(alternate))
+                    pending.append(alternate)
+        return list(queues.values())
+
+    def _alternate(self, exchange: Exchange) -> Exchange | None:
+        name = exchange.alternate_exchange
+        return self.exchanges.get(name) if name is not None else None
+
+    # -- consumers --------------------------------------------------------------------
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        queue = consumer.queue
+        if queue.exclusive_use_conflict(consumer.exclusive):
+            raise AccessRefused(f"queue '{queue.name}' in vhost '{self.name}' in exclusive use")
+        queue.add_consumer(consumer)
+        queue.dispatch()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        """Detach a consumer; an auto-delete queue left with none is deleted."""
+        queue = consumer.queue
+        if queue.remove_consumer(consumer) and queue.unused_and_auto_delete:
+            self.remove_queue(queue)
+
+    def remove_consumers(self, consumers: Iterable[Consumer]) -> None:
+        for consumer in consumers:
+            self.remove_consumer(consumer)
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,0 +1,74 @@
+"""The in-memory store: ready entries in a deque, nothing on disk.
+
+Used for transient queues, and for every queue until the disk store exists. Messages here do
+not survive a restart.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from leveret.core.message import Entry
+
+
+class MemoryQueueStore:
+    """Ready entries of one queue, in a deque."""
+
+    __slots__ = ("_ready",)
+
+    def __init__(self) -> None:
+        self._ready: deque[Entry] = deque()
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+    def push(self, entry: Entry) -> None:
+        self._ready.append(entry)
+
+    def pop(self) -> Entry | None:
+        return self._ready.popleft() if self._ready else None
+
+    def requeue(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        entries = sorted(entries, key=_seq)
+        ready = self._ready
+        # Requeued entries usually precede every ready one; merge with any that do not.
+        newest = entries[-1].seq
+        ahead = []
+        while ready and ready[0].seq < newest:
+            ahead.append(ready.popleft())
+        if ahead:
+            entries = sorted(entries + ahead, key=_seq)
+        ready.extendleft(reversed(entries))
+
+    def settle(self, entry: Entry) -> None:
+        pass
+
+    def purge(self) -> int:
+        count = len(self._ready)
+        self._ready.clear()
+        return count
+
+    def delete(self) -> None:
+        self._ready.clear()
+
+
+class MemoryMessageStore:
+    """Opens memory queue stores; everything is "durable" at once because nothing is."""
+
+    def open_queue(self, vhost: str, name: str, *, durable: bool) -> MemoryQueueStore:
+        return MemoryQueueStore()
+
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    def close(self) -> None:
+        pass
+
+
+def _seq(entry: Entry) -> int:
+    return entry.seq
