@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -101,8 +102,9 @@ class Broker:
                 reuse_address=True, backlog=1024,
             )
         except OSError as err:
+            reason = os.strerror(err.errno).lower() if err.errno else str(err)
             raise ListenError(f"cannot listen on {self.settings.host}:{self.settings.port}: "
-                              f"{err.strerror or err}") from err
+                              f"{reason}") from err
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("Leveret broker listening on %s:%d", self.settings.host, self.port)
 

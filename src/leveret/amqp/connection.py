@@ -105,6 +105,7 @@ class Connection(asyncio.Protocol):
         self.heartbeat = 0
         self.writable = True
         self._buffer = bytearray()
+        self._discard_input = False
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._confirming: set[Channel] = set()
@@ -165,6 +166,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._heard = True
+        if self._discard_input:
+            return
         buf = self._buffer
         buf += data
         if self.state is State.AWAIT_HEADER and not self._on_protocol_header():
@@ -188,6 +191,12 @@ class Connection(asyncio.Protocol):
                 payload = bytes(buf[pos + 7 : end])
                 pos = end + 1
                 self._on_frame(frame_type, channel, payload)
+        except FrameError as err:
+            # Frame boundaries are lost: nothing after this can be parsed, not even Close-Ok.
+            self._discard_input = True
+            self._buffer.clear()
+            pos = 0
+            self._fail(err)
         except AMQPError as err:
             self._fail(err)
         except Exception as err:  # a bug: say so once, with context, and keep the broker up
@@ -431,8 +440,7 @@ class Connection(asyncio.Protocol):
     def _fail(self, error: AMQPError) -> None:
         """A connection-level error: say why, then close (spec 4.2.5)."""
         if self.state in (State.CLOSING, State.CLOSED):
-            self._close_transport()
-            return
+            return  # already closing: the close-ok timer ends it
         if isinstance(error, LoginRefused) or self.state is State.AWAIT_START_OK:
             log.warning("connection %s refused: %s", self.peer, error.reply_text)
         else:
