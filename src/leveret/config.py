@@ -8,6 +8,7 @@ else receives a `Settings`. The config file format is in docs/configuration.md.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -110,7 +111,10 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     unknown = set(document) - {"server", "vhosts", "users"}
     if unknown:
         raise ConfigError(f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = dict(document.get("server", {}))
+    server = document.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"config file {path}: [server] must be a table")
+    values: dict[str, Any] = dict(server)
     bad = set(values) - _SERVER_KEYS
     if bad:
         raise ConfigError(f"config file {path}: unknown [server] key(s) {', '.join(sorted(bad))}")
@@ -119,6 +123,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: vhosts must be a list of non-empty names")
     values["vhosts"] = tuple(dict.fromkeys(vhosts))
     if "users" in document:
+        if not isinstance(document["users"], list):
+            raise ConfigError(f"config file {path}: users must be an array of tables "
+                              "([[users]])")
         values["users"] = tuple(_user(path, spec) for spec in document["users"])
     return values
 
@@ -136,11 +143,24 @@ def _user(path: Path, spec: Any) -> User:
         raise ConfigError(f"config file {path}: user {name!r} needs exactly one of "
                           "password or password_hash")
     password_hash = spec.get("password_hash") or hash_password(str(spec["password"]))
+    tags = spec.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise ConfigError(f"config file {path}: user {name!r}: tags must be a list of strings")
+    if not isinstance(spec.get("permissions", {}), dict):
+        raise ConfigError(f"config file {path}: user {name!r}: permissions must be a table "
+                          "of vhosts")
     permissions = {}
     for vhost, perm in spec.get("permissions", {}).items():
         if not isinstance(perm, dict) or set(perm) - {"configure", "write", "read"}:
             raise ConfigError(f"config file {path}: user {name!r}: permissions for {vhost!r} "
                               "take configure, write and read patterns")
+        for kind, pattern in perm.items():
+            try:
+                re.compile(str(pattern))
+            except re.error as err:
+                raise ConfigError(f"config file {path}: user {name!r}: {kind} pattern "
+                                  f"{pattern!r} for {vhost!r} is not a regular expression: "
+                                  f"{err}") from err
         permissions[vhost] = Permission(**{k: str(v) for k, v in perm.items()})
-    return User(name, password_hash, tuple(spec.get("tags", ())), permissions,
+    return User(name, password_hash, tuple(tags), permissions,
                 loopback_only=bool(spec.get("loopback_only", False)))

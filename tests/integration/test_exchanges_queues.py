@@ -233,7 +233,7 @@ def test_delete_if_unused_and_if_empty(conn: pika.BlockingConnection) -> None:
     ch2 = conn.channel()
     ch2.queue_declare("full")
     ch2.basic_publish("", "full", b"x")
-    with pytest.raises(ChannelClosed, match="406.*queue 'full' in vhost '/' is not empty"):
+    with pytest.raises(ChannelClosed, match="406.*queue 'full' in vhost '/' not empty"):
         ch2.queue_delete("full", if_empty=True)
 
 
@@ -250,7 +250,7 @@ def test_queue_redeclare_must_be_equivalent(conn: pika.BlockingConnection) -> No
 
 @pytest.mark.parametrize(("arguments", "pattern"), [
     ({"x-message-ttl": -1}, "invalid arg 'x-message-ttl'.*value_negative"),
-    ({"x-message-ttl": "abc"}, "invalid arg 'x-message-ttl'.*unacceptable_type"),
+    ({"x-message-ttl": "abc"}, "invalid arg .+x-message-ttl.+expected integer, got longstr"),
     ({"x-max-priority": 256}, "invalid arg 'x-max-priority'"),
     ({"x-expires": 0}, "invalid arg 'x-expires'"),
     ({"x-overflow": "bogus"}, "invalid arg 'x-overflow'"),

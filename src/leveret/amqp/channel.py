@@ -28,11 +28,11 @@ from leveret.errors import (
     ChannelError,
     ChannelStateError,
     CommandInvalid,
+    FrameError,
     NotAllowed,
     NotFound,
     NotImplementedFeature,
     PreconditionFailed,
-    SyntaxError_,
     UnexpectedFrame,
 )
 
@@ -79,7 +79,6 @@ class Channel:
         self._consumer_prefetch = 0
         self._global_prefetch = 0
         self._consumer_unacked = 0
-        self._flow = True
         self._released = False
         self._last_queue = ""
         self._allowed: set[tuple[str, str, str]] = set()
@@ -105,6 +104,8 @@ class Channel:
             self._method_while_closing(payload)
             return
         if self._publishing is not None:
+            if self._expect_body:
+                raise UnexpectedFrame("expected content body, got non content body frame instead")
             raise UnexpectedFrame(
                 "expected content header for class 60, got non content header frame instead"
             )
@@ -117,8 +118,8 @@ class Channel:
             else:
                 method = self.conn.decode(payload)
                 handler = _HANDLERS.get(type(method))
-                if handler is None:
-                    raise CommandInvalid(f"'{method.name}' is not valid from a client on a channel")
+                if handler is None:  # a connection method, or one only a server sends
+                    raise CommandInvalid("unimplemented method")
                 handler(self, method)
         except ChannelError as err:
             self._fail(err, int.from_bytes(head, "big"))
@@ -126,14 +127,17 @@ class Channel:
     def handle_header(self, payload: bytes) -> None:
         if self.closing:
             return
-        if self._publishing is None or self._expect_body:
-            raise UnexpectedFrame(f"content header on channel {self.id} without a Basic.Publish")
+        if self._publishing is None:
+            raise UnexpectedFrame("expected method frame, got non method frame instead")
+        if self._expect_body:
+            raise UnexpectedFrame("expected content body, got non content body frame instead")
         try:
             class_id, body_size, properties = framing.parse_content_header(payload)
         except framing.MethodSyntaxError as err:
-            raise SyntaxError_(str(err)) from err
+            raise FrameError(str(err)) from err
         if class_id != framing.BASIC_CLASS:
-            raise UnexpectedFrame(f"content header for class {class_id}, expected 60")
+            raise UnexpectedFrame(f"expected content header for class 60, got one for class "
+                                  f"{class_id} instead")
         limit = self.conn.settings.max_message_size
         if body_size > limit:
             self._publishing = None
@@ -152,7 +156,7 @@ class Channel:
         if self.closing:
             return
         if not self._expect_body:
-            raise UnexpectedFrame(f"content body on channel {self.id} without a content header")
+            raise UnexpectedFrame("expected method frame, got non method frame instead")
         self._received += len(payload)
         if self._received > self._body_size:
             raise UnexpectedFrame(f"content body of {self._received} bytes exceeds the "
@@ -203,7 +207,7 @@ class Channel:
         try:
             exchange_name, routing_key, mandatory, immediate = framing.parse_publish(payload)
         except framing.MethodSyntaxError as err:
-            raise SyntaxError_(str(err)) from err
+            raise FrameError(str(err)) from err
         if immediate:
             raise NotImplementedFeature("immediate=true")
         exchange = self.vhost.get_exchange(exchange_name)
@@ -219,7 +223,7 @@ class Channel:
         try:
             message = Message.from_wire(exchange.name, routing_key, properties, body)
         except PropertiesError as err:
-            raise SyntaxError_(f"invalid content header: {err}") from err
+            raise FrameError(f"cannot decode content header properties: {err}") from err
         if message.user_id is not None and message.user_id != self.user.name:
             raise PreconditionFailed(f"user_id property set to '{message.user_id}' but "
                                      f"authenticated user was '{self.user.name}'")
@@ -259,7 +263,7 @@ class Channel:
     # -- delivering (the ConsumerChannel protocol of core.queue) -----------------------
 
     def can_deliver(self, consumer: Consumer) -> bool:
-        if not self._flow or not self.conn.writable or self.closing:
+        if self.closing or not self.conn.writable:
             return False
         if consumer.no_ack or not self._global_prefetch:
             return True
@@ -284,8 +288,7 @@ class Channel:
         if self.consumers.pop(consumer.tag, None) is None:
             return
         self._tag_bytes.pop(consumer.tag, None)
-        capabilities = self.conn.client_properties.get("capabilities")
-        if isinstance(capabilities, dict) and capabilities.get("consumer_cancel_notify"):
+        if self.conn.client_capability("consumer_cancel_notify"):
             self.conn.send_method(self.id, commands.Basic.Cancel(consumer_tag=consumer.tag,
                                                                  nowait=True))
 
@@ -314,7 +317,7 @@ class Channel:
         try:
             return framing.parse_ack(payload)
         except framing.MethodSyntaxError as err:
-            raise SyntaxError_(str(err)) from err
+            raise FrameError(str(err)) from err
 
     def _take(self, tag: int, multiple: bool) -> list[tuple[int, Delivery]]:
         """Remove and return the deliveries an ack/nack/reject names (RabbitMQ's rules)."""
@@ -374,7 +377,6 @@ class Channel:
         if self._tx is not None:
             taken += self._tx.taken()
             self._tx = None
-        self._flow = False  # no more deliveries to a closing channel
         taken.sort(key=lambda item: item[0])
         self._requeue(taken)
 
@@ -403,13 +405,9 @@ class Channel:
         raise ChannelStateError(f"second 'channel.open' seen on channel {self.id}")
 
     def on_channel_flow(self, method: commands.Channel.Flow) -> None:
-        self._flow = bool(method.active)
-        self.conn.send_method(self.id, commands.Channel.FlowOk(active=method.active))
-        if method.active:
-            self._redispatch(c.queue for c in self.consumers.values())
-
-    def on_channel_flow_ok(self, method: commands.Channel.FlowOk) -> None:
-        pass  # the broker never sends Channel.Flow, so there is nothing to confirm
+        if not method.active:  # RabbitMQ 3.x does not implement pausing a channel either
+            raise NotImplementedFeature("active=false")
+        self.conn.send_method(self.id, commands.Channel.FlowOk(active=True))
 
     def on_channel_close(self, method: commands.Channel.Close) -> None:
         self.release()
@@ -623,7 +621,6 @@ def _declare_ok(channel: int, queue: Queue) -> bytes:
 _HANDLERS: dict[type, Callable[[Channel, Any], None]] = {
     commands.Channel.Open: Channel.on_channel_open,
     commands.Channel.Flow: Channel.on_channel_flow,
-    commands.Channel.FlowOk: Channel.on_channel_flow_ok,
     commands.Channel.Close: Channel.on_channel_close,
     commands.Channel.CloseOk: Channel.on_channel_close_ok,
     commands.Exchange.Declare: Channel.on_exchange_declare,

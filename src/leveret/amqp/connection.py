@@ -40,7 +40,6 @@ from leveret.errors import (
     InternalError,
     LoginRefused,
     NotAllowed,
-    SyntaxError_,
     UnexpectedFrame,
 )
 
@@ -56,6 +55,10 @@ CAPABILITIES = {
     "per_consumer_qos": True,
 }
 CLOSE_OK_TIMEOUT = 3.0
+
+
+_RUNNING_METHODS = (commands.Connection.Close, commands.Connection.CloseOk,
+                    commands.Connection.UpdateSecret)
 
 
 class State(enum.Enum):
@@ -106,6 +109,7 @@ class Connection(asyncio.Protocol):
         self.writable = True
         self._buffer = bytearray()
         self._discard_input = False
+        self._method_index = 0  # class and method of the frame being handled, for Close
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._confirming: set[Channel] = set()
@@ -178,25 +182,26 @@ class Connection(asyncio.Protocol):
                 if len(buf) - pos < framing.FRAME_OVERHEAD:
                     break
                 frame_type, channel, size = framing.FRAME_HEAD.unpack_from(buf, pos)
-                if size > self.frame_max - framing.FRAME_OVERHEAD:
-                    raise FrameError(
+                # RabbitMQ lets a payload reach frame_max (not frame_max - 8); so do we.
+                if size > self.frame_max:
+                    self._lose_framing(FrameError(
                         f"type {frame_type}, all octets = <<>>: {{frame_too_large,{size},"
                         f"{self.frame_max - framing.FRAME_OVERHEAD}}}"
-                    )
+                    ))
+                    return
                 end = pos + 7 + size
                 if end >= len(buf):
                     break
                 if buf[end] != framing.FRAME_END:
-                    raise FrameError(f"frame on channel {channel} does not end with 0xCE")
+                    self._lose_framing(FrameError(
+                        f"type {frame_type}, frame on channel {channel} of {size} bytes: "
+                        f"{{invalid_frame_end_marker,{buf[end]}}}"
+                    ))
+                    return
                 payload = bytes(buf[pos + 7 : end])
                 pos = end + 1
+                self._method_index = 0
                 self._on_frame(frame_type, channel, payload)
-        except FrameError as err:
-            # Frame boundaries are lost: nothing after this can be parsed, not even Close-Ok.
-            self._discard_input = True
-            self._buffer.clear()
-            pos = 0
-            self._fail(err)
         except AMQPError as err:
             self._fail(err)
         except Exception as err:  # a bug: say so once, with context, and keep the broker up
@@ -204,6 +209,12 @@ class Connection(asyncio.Protocol):
             self._fail(InternalError(f"{type(err).__name__}: {err}"))
         finally:
             del buf[:pos]
+
+    def _lose_framing(self, error: FrameError) -> None:
+        """Frame boundaries are lost: nothing more can be parsed, not even a Close-Ok."""
+        self._discard_input = True
+        self._buffer.clear()
+        self._fail(error)
 
     # -- output -----------------------------------------------------------------------
 
@@ -281,13 +292,17 @@ class Connection(asyncio.Protocol):
 
     def _on_frame(self, frame_type: int, channel_id: int, payload: bytes) -> None:
         if frame_type == framing.FRAME_HEARTBEAT:
+            if payload:
+                raise FrameError(f"type 8, {len(payload)} octets: unknown_frame")
             if channel_id != 0:
-                raise FrameError(f"heartbeat frame on channel {channel_id}")
+                raise UnexpectedFrame(f"type 8, heartbeat on channel {channel_id}")
             return
         if self.state is State.CLOSING:
             self._on_frame_while_closing(frame_type, channel_id, payload)
             return
         if frame_type == framing.FRAME_METHOD:
+            if len(payload) >= 4:
+                self._method_index = int.from_bytes(payload[:4], "big")
             if channel_id == 0:
                 self._on_connection_method(payload)
                 return
@@ -299,16 +314,15 @@ class Connection(asyncio.Protocol):
             return
         if frame_type in (framing.FRAME_HEADER, framing.FRAME_BODY):
             channel = self.channels.get(channel_id)
-            if channel_id == 0 or self.state is not State.OPEN:
-                raise UnexpectedFrame(f"content frame on channel {channel_id}")
-            if channel is None:
-                raise ChannelStateError(f"expected 'channel.open' on channel {channel_id}")
+            if channel is None or self.state is not State.OPEN:
+                raise UnexpectedFrame(f"expected method frame, got non method frame instead "
+                                      f"(type {frame_type} on channel {channel_id})")
             if frame_type == framing.FRAME_HEADER:
                 channel.handle_header(payload)
             else:
                 channel.handle_body(payload)
             return
-        raise FrameError(f"unknown frame type {frame_type}")
+        raise FrameError(f"type {frame_type}, {len(payload)} octets: unknown_frame")
 
     def _on_frame_while_closing(self, frame_type: int, channel_id: int, payload: bytes) -> None:
         # After our Connection.Close only Close-Ok (or a crossing Close) matters.
@@ -327,9 +341,10 @@ class Connection(asyncio.Protocol):
         if not isinstance(method, commands.Channel.Open):
             raise ChannelStateError(f"expected 'channel.open' on channel {channel_id}, "
                                     f"got '{method.name}'")
-        if channel_id > self.channel_max:
-            raise NotAllowed(f"channel id {channel_id} is above the negotiated channel_max "
-                             f"{self.channel_max}")
+        # Like RabbitMQ, channel_max limits how many channels are open, not their numbers.
+        if len(self.channels) >= self.channel_max:
+            raise NotAllowed(f"number of channels opened ({len(self.channels)}) has reached "
+                             f"the negotiated channel_max ({self.channel_max})")
         assert self.vhost is not None and self.user is not None
         channel = Channel(self, channel_id, self.vhost, self.user)
         self.channels[channel_id] = channel
@@ -341,7 +356,7 @@ class Connection(asyncio.Protocol):
         except framing.UnknownMethod as err:
             raise CommandInvalid(str(err)) from err
         except framing.MethodSyntaxError as err:
-            raise SyntaxError_(str(err)) from err
+            raise FrameError(str(err)) from err
 
     def channel_closed(self, channel: Channel) -> None:
         """The channel finished its close handshake; its id may be reused."""
@@ -356,11 +371,9 @@ class Connection(asyncio.Protocol):
         expected = _EXPECTED.get(self.state)
         if expected is not None and not isinstance(method, expected | commands.Connection.Close):
             raise CommandInvalid(f"expected '{expected.name}', got '{method.name}'")
-        handler = self._HANDLERS.get(type(method))
-        if handler is None:
-            if method.name.startswith("Connection."):
-                raise CommandInvalid(f"unexpected '{method.name}' from the client")
-            raise CommandInvalid(f"'{method.name}' is not allowed on channel 0")
+        if expected is None and not isinstance(method, _RUNNING_METHODS):
+            raise ChannelStateError("unexpected method in connection state running")
+        handler = self._HANDLERS[type(method)]
         handler(self, method)
 
     def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
@@ -407,6 +420,10 @@ class Connection(asyncio.Protocol):
         log.info("connection %s authenticated as '%s', vhost '%s'%s", self.peer,
                  self.user.name, vhost.name, self._client_label())
 
+    def client_capability(self, name: str) -> bool:
+        capabilities = self.client_properties.get("capabilities")
+        return isinstance(capabilities, dict) and bool(capabilities.get(name))
+
     def _client_label(self) -> str:
         name = self.client_properties.get("connection_name")
         product = self.client_properties.get("product")
@@ -423,10 +440,7 @@ class Connection(asyncio.Protocol):
     def _on_update_secret(self, method: commands.Connection.UpdateSecret) -> None:
         self.send_method(0, commands.Connection.UpdateSecretOk())
 
-    def _on_blocked_by_client(self, method: Any) -> None:
-        raise CommandInvalid(f"'{method.name}' is sent by the server, not the client")
-
-    _HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
+    _HANDLERS: dict[type[Method], Callable[[Connection, Any], None]] = {
         commands.Connection.StartOk: _on_start_ok,
         commands.Connection.TuneOk: _on_tune_ok,
         commands.Connection.Open: _on_open,
@@ -443,11 +457,16 @@ class Connection(asyncio.Protocol):
             return  # already closing: the close-ok timer ends it
         if isinstance(error, LoginRefused) or self.state is State.AWAIT_START_OK:
             log.warning("connection %s refused: %s", self.peer, error.reply_text)
+            if not self.client_capability("authentication_failure_close"):
+                # A client that did not ask for a Close expects the socket to drop (spec 4.2.3).
+                self.state = State.CLOSED
+                self._close_transport()
+                return
         else:
             log.warning("closing connection %s: %s", self.name, error.reply_text)
-        self.close(error.reply_code, error.reply_text)
+        self.close(error.reply_code, error.reply_text, self._method_index)
 
-    def close(self, reply_code: int, reply_text: str) -> None:
+    def close(self, reply_code: int, reply_text: str, method_index: int = 0) -> None:
         """Send Connection.Close, release every channel, and wait briefly for Close-Ok."""
         if self.state in (State.CLOSING, State.CLOSED):
             return
@@ -455,8 +474,10 @@ class Connection(asyncio.Protocol):
         for channel in list(self.channels.values()):
             channel.release()
         self.channels.clear()
-        self.send_method(0, commands.Connection.Close(reply_code=reply_code,
-                                                      reply_text=reply_text))
+        self.send_method(0, commands.Connection.Close(
+            reply_code=reply_code, reply_text=reply_text, class_id=method_index >> 16,
+            method_id=method_index & 0xFFFF,
+        ))
         self._timers.append(self.loop.call_later(CLOSE_OK_TIMEOUT, self._close_transport))
 
     def force_close(self, reason: str) -> None:

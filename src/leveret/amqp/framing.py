@@ -83,7 +83,7 @@ def decode_method(payload: bytes) -> Method:
     try:
         _decode_fields(method, fields, payload)
     except (IndexError, struct.error, UnicodeDecodeError, TableError) as err:
-        raise MethodSyntaxError(f"malformed {cls.name}: {err or type(err).__name__}") from err
+        raise MethodSyntaxError(f"cannot decode {cls.name}: {err or type(err).__name__}") from err
     return method
 
 
@@ -121,6 +121,8 @@ def _decode_fields(method: Method, fields: tuple[tuple[str, str], ...], data: by
             else:  # longlong, timestamp
                 value, pos = _U64.unpack_from(data, pos)[0], pos + 8
         setattr(method, attr, value)
+    if pos != len(data):  # RabbitMQ's decoder must match the whole payload too
+        raise IndexError(f"{len(data) - pos} bytes after the last field")
 
 
 def encode_method(channel: int, method: Method) -> bytes:
@@ -187,8 +189,10 @@ def parse_publish(payload: bytes) -> tuple[str, str, bool, bool]:
         end = pos + 1 + payload[pos]
         routing_key = payload[pos + 1 : end].decode()
         flags = payload[end]
+        if end + 1 != len(payload):
+            raise IndexError(f"{len(payload) - end - 1} bytes after the last field")
     except (IndexError, UnicodeDecodeError) as err:
-        raise MethodSyntaxError(f"malformed Basic.Publish: {err}") from err
+        raise MethodSyntaxError(f"cannot decode Basic.Publish: {err}") from err
     return exchange, routing_key, bool(flags & 1), bool(flags & 2)
 
 
@@ -197,10 +201,9 @@ def parse_ack(payload: bytes) -> tuple[int, bool, bool]:
 
     Ack has no requeue flag (False); Reject has no multiple flag (False).
     """
-    try:
-        tag, flags = _ACK_FIELDS.unpack_from(payload, 4)
-    except struct.error as err:
-        raise MethodSyntaxError("malformed Basic.Ack/Nack/Reject") from err
+    if len(payload) != 13:
+        raise MethodSyntaxError(f"cannot decode Basic.Ack/Nack/Reject of {len(payload)} bytes")
+    tag, flags = _ACK_FIELDS.unpack_from(payload, 4)
     index = _METHOD_ID.unpack_from(payload)[0]
     if index == REJECT:
         return tag, False, bool(flags & 1)

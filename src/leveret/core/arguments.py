@@ -22,43 +22,56 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _not_integer(value: Any) -> str:
+    return f'"expected integer, got {_type_name(value)}"'
+
+
 def _non_negative(value: Any) -> str | None:
     number = _integer(value)
     if number is None:
-        return f"{{unacceptable_type,{_type_name(value)}}}"
+        return _not_integer(value)
     return None if number >= 0 else f"{{value_negative,{number}}}"
 
 
 def _positive(value: Any) -> str | None:
     number = _integer(value)
     if number is None:
-        return f"{{unacceptable_type,{_type_name(value)}}}"
-    return None if number > 0 else f"{{value_zero,{number}}}" if number == 0 \
-        else f"{{value_negative,{number}}}"
+        return _not_integer(value)
+    if number == 0:
+        return f"{{value_zero,{number}}}"
+    return None if number > 0 else f"{{value_negative,{number}}}"
 
 
 def _priority(value: Any) -> str | None:
     problem = _non_negative(value)
     if problem is None and value > 255:
-        return f"{{value_too_large,{value},255}}"
+        return f"{{max_value_exceeded,{value}}}"
     return problem
 
 
 def _string(value: Any) -> str | None:
-    return None if isinstance(value, str) else f"{{unacceptable_type,{_type_name(value)}}}"
+    return None if isinstance(value, str) else _WRONG_TYPE
 
 
 def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"{{unacceptable_type,{_type_name(value)}}}"
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+def _overflow(value: Any) -> str | None:
+    return None if value in _OVERFLOW else "invalid_overflow"
+
+
+def _one_of(choices: tuple[str, ...], what: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if not isinstance(value, str):
-            return f"{{unacceptable_type,{_type_name(value)}}}"
-        return None if value in choices else f"{{unsupported_value,{value!r}}}"
+        if isinstance(value, str) and value in choices:
+            return None
+        return f"\"unsupported {what} '{value}'\""
 
     return check
+
+
+# A string argument of another type gets a message of its own shape in RabbitMQ.
+_WRONG_TYPE = "wrong type"
 
 
 # The arguments RabbitMQ validates at declare and compares on redeclare (rabbit_amqqueue).
@@ -70,9 +83,9 @@ QUEUE_ARGUMENTS: dict[str, Callable[[Any], str | None]] = {
     "x-max-length": _non_negative,
     "x-max-length-bytes": _non_negative,
     "x-max-priority": _priority,
-    "x-overflow": _one_of(_OVERFLOW),
-    "x-queue-mode": _one_of(_QUEUE_MODES),
-    "x-queue-type": _one_of(_QUEUE_TYPES),
+    "x-overflow": _overflow,
+    "x-queue-mode": _one_of(_QUEUE_MODES, "queue mode"),
+    "x-queue-type": _one_of(_QUEUE_TYPES, "queue type"),
     "x-single-active-consumer": _boolean,
     "x-delivery-limit": _non_negative,
     "x-consumer-timeout": _positive,
@@ -89,6 +102,11 @@ def validate_queue_arguments(
     for key, check in QUEUE_ARGUMENTS.items():
         if key in arguments:
             problem = check(arguments[key])
+            if problem == _WRONG_TYPE:
+                raise PreconditionFailed(
+                    f"invalid type '{_type_name(arguments[key])}' for arg '{key}' in queue "
+                    f"'{name}' in vhost '{vhost}'"
+                )
             if problem is not None:
                 raise PreconditionFailed(
                     f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {problem}"
@@ -99,7 +117,7 @@ def validate_queue_arguments(
             "routing_key_but_no_dlx_defined"
         )
     if arguments.get("x-queue-type") == "quorum" and (not durable or exclusive or auto_delete):
-        prop = "durable" if not durable else "exclusive" if exclusive else "auto-delete"
+        prop = "non-durable" if not durable else "exclusive-owner" if exclusive else "auto-delete"
         raise PreconditionFailed(
             f"invalid property '{prop}' for queue '{name}' in vhost '{vhost}'"
         )

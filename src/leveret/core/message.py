@@ -111,7 +111,9 @@ def _parse(raw: bytes) -> tuple[int, int, str | None, str | None, int]:
     flags: int = _U16.unpack_from(raw, 0)[0]
     pos = 2
     word = flags
-    while word & _CONTINUATION:  # more flag words follow; basic has no properties in them
+    # More flag words may follow (basic has no properties in them); like RabbitMQ, accept a
+    # continuation bit with no word after it.
+    while word & _CONTINUATION and pos < len(raw):
         word = _U16.unpack_from(raw, pos)[0]
         pos += 2
     if flags & _RESERVED:

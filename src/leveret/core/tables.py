@@ -188,6 +188,8 @@ def encode_value(value: FieldValue) -> bytes:
     if isinstance(value, bool):
         return b"t\x01" if value else b"t\x00"
     if isinstance(value, Timestamp):
+        if not 0 <= value < 2**64:
+            raise TableError(f"timestamp {int(value)} does not fit in 64 unsigned bits")
         return b"T" + _TIMESTAMP.pack(value)
     if isinstance(value, int):
         if -(2**31) <= value < 2**31:
@@ -214,5 +216,7 @@ def encode_value(value: FieldValue) -> bytes:
         if not isinstance(exponent, int) or not 0 <= -exponent <= 255:
             raise TableError(f"decimal {value} cannot be encoded")
         unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        if not -(2**31) <= unscaled < 2**31:
+            raise TableError(f"decimal {value} does not fit: its digits need more than 32 bits")
         return b"D" + _DECIMAL.pack(-exponent, unscaled)
     raise TableError(f"cannot encode {type(value).__name__} in a field table")

@@ -40,6 +40,8 @@ from leveret.errors import (
 from leveret.store.base import MessageStore
 from leveret.store.memory import MemoryMessageStore
 
+_NOBODY = object()  # an owner no queue has: forces the exclusive-access error
+
 PREDECLARED: tuple[tuple[str, str], ...] = (
     ("amq.direct", "direct"),
     ("amq.fanout", "fanout"),
@@ -96,7 +98,8 @@ class VHost:
         return queue
 
     def _check_owner(self, queue: Queue, owner: object | None) -> None:
-        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+        if queue.exclusive_owner is not owner and (queue.exclusive_owner is not None
+                                                   or owner is _NOBODY):
             raise ResourceLocked(
                 f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
                 f"'{self.name}'. It could be originally declared on another connection or the "
@@ -117,15 +120,14 @@ class VHost:
         arguments: FieldTable | None = None,
     ) -> Exchange:
         arguments = arguments or {}
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
         if passive:
-            if name == "":
-                return self.exchanges[""]
             return self.get_exchange(name)
         exchange_type = EXCHANGE_TYPES.get(type_name)
         if exchange_type is None:
-            raise CommandInvalid(f"unknown exchange type '{type_name}'")
-        if name == "":
-            raise AccessRefused("operation not permitted on the default exchange")
+            adjective = "invalid" if type_name == "" else "unknown"
+            raise CommandInvalid(f"{adjective} exchange type '{type_name}'")
         existing = self.exchanges.get(name)
         if existing is None:
             if name.startswith("amq."):
@@ -156,9 +158,15 @@ class VHost:
                 )
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
-        if name == "" or name.startswith("amq."):
-            raise AccessRefused(f"operation not permitted on exchange '{name or 'amq.default'}'")
-        exchange = self.get_exchange(name)
+        """Delete an exchange; a missing one is not an error (as in RabbitMQ)."""
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return
+        if name.startswith("amq."):
+            raise AccessRefused(f"deletion of system exchange '{name}' in vhost '{self.name}' "
+                                "not allowed")
         if if_unused and exchange.has_bindings:
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
         self._remove_exchange(exchange)
@@ -190,7 +198,9 @@ class VHost:
         existing = self.queues.get(name) if name else None
         if existing is not None:
             self._check_owner(existing, owner)
-            self._assert_queue_equivalent(existing, durable, exclusive, auto_delete)
+            if existing.exclusive != exclusive:
+                self._check_owner(existing, _NOBODY)  # RabbitMQ answers 405 here, not 406
+            self._assert_queue_equivalent(existing, durable, auto_delete)
             assert_queue_equivalent(name, self.name, existing.arguments, arguments)
             return existing
         if not name:
@@ -209,11 +219,8 @@ class VHost:
         self.queues[name] = queue
         return queue
 
-    def _assert_queue_equivalent(
-        self, queue: Queue, durable: bool, exclusive: bool, auto_delete: bool
-    ) -> None:
-        checks = [("exclusive", queue.exclusive, exclusive),
-                  ("auto_delete", queue.auto_delete, auto_delete)]
+    def _assert_queue_equivalent(self, queue: Queue, durable: bool, auto_delete: bool) -> None:
+        checks = [("auto_delete", queue.auto_delete, auto_delete)]
         if not queue.exclusive:  # RabbitMQ ignores the durable flag of exclusive queues
             checks.insert(0, ("durable", queue.durable, durable))
         for field, current, received in checks:
@@ -235,7 +242,7 @@ class VHost:
         if if_unused and queue.consumer_count:
             raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
         if if_empty and queue.message_count:
-            raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' is not empty")
+            raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")
         return self.remove_queue(queue)
 
     def remove_queue(self, queue: Queue) -> int:
@@ -263,38 +270,40 @@ class VHost:
         self, queue_name: str, exchange_name: str, routing_key: str,
         arguments: FieldTable | None = None, owner: object | None = None,
     ) -> None:
+        exchange = self._bindable_exchange(exchange_name)  # reported before a missing queue
         queue = self.get_queue(queue_name, owner)
-        exchange = self._bindable_source(exchange_name)
         self._bind(exchange, queue, routing_key, arguments or {})
 
     def unbind_queue(
         self, queue_name: str, exchange_name: str, routing_key: str,
         arguments: FieldTable | None = None, owner: object | None = None,
     ) -> None:
-        queue = self.get_queue(queue_name, owner)
-        exchange = self._bindable_source(exchange_name)
-        self._unbind(exchange, queue, routing_key, arguments or {})
+        """Remove a binding; anything missing is not an error (as in RabbitMQ)."""
+        if exchange_name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        queue = self.queues.get(queue_name)
+        exchange = self.exchanges.get(exchange_name)
+        if queue is not None and exchange is not None:
+            self._unbind(exchange, queue, routing_key, arguments or {})
 
     def bind_exchange(
         self, destination: str, source: str, routing_key: str,
         arguments: FieldTable | None = None,
     ) -> None:
-        dest = self._bindable_destination(destination)
-        self._bind(self._bindable_source(source), dest, routing_key, arguments or {})
+        dest = self._bindable_exchange(destination)
+        self._bind(self._bindable_exchange(source), dest, routing_key, arguments or {})
 
     def unbind_exchange(
         self, destination: str, source: str, routing_key: str,
         arguments: FieldTable | None = None,
     ) -> None:
-        dest = self._bindable_destination(destination)
-        self._unbind(self._bindable_source(source), dest, routing_key, arguments or {})
-
-    def _bindable_source(self, name: str) -> Exchange:
-        if name == "":
+        if "" in (source, destination):
             raise AccessRefused("operation not permitted on the default exchange")
-        return self.get_exchange(name)
+        dest, exchange = self.exchanges.get(destination), self.exchanges.get(source)
+        if dest is not None and exchange is not None:
+            self._unbind(exchange, dest, routing_key, arguments or {})
 
-    def _bindable_destination(self, name: str) -> Exchange:
+    def _bindable_exchange(self, name: str) -> Exchange:
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
         return self.get_exchange(name)
