@@ -134,7 +134,7 @@ def assert_queue_equivalent(
         if not _same(old, new):
             raise PreconditionFailed(
                 f"inequivalent arg '{key}' for queue '{name}' in vhost '{vhost}': "
-                f"received {_describe(new)} but current is {_describe(old)}"
+                f"{_received_but_current(new, old)}"
             )
 
 
@@ -145,7 +145,7 @@ def assert_exchange_equivalent(
     if not _same(old, new):
         raise PreconditionFailed(
             f"inequivalent arg 'alternate-exchange' for exchange '{name}' in vhost '{vhost}': "
-            f"received {_describe(new)} but current is {_describe(old)}"
+            f"{_received_but_current(new, old)}"
         )
 
 
@@ -155,10 +155,21 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _received_but_current(new: Any, old: Any) -> str:
+    # RabbitMQ names the types only when one side is missing.
+    if new is not None and old is not None:
+        return f"received '{_show(new)}' but current is '{_show(old)}'"
+    return f"received {_describe(new)} but current is {_describe(old)}"
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "none"
-    return f"the value '{value}' of type '{_type_name(value)}'"
+    return f"the value '{_show(value)}' of type '{_type_name(value)}'"
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _type_name(value: Any) -> str:

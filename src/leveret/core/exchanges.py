@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from leveret.core.tables import FieldTable, encode_table
@@ -282,6 +283,9 @@ def _same_value(pattern: Any, value: Any) -> bool:
     # Erlang's ==: true is not 1, and a long string equals a byte array with the same bytes.
     if isinstance(pattern, bool) or isinstance(value, bool):
         return isinstance(pattern, bool) and isinstance(value, bool) and pattern == value
+    if isinstance(pattern, Decimal) or isinstance(value, Decimal):  # {decimal, Scale, Value}
+        return (isinstance(pattern, Decimal) and isinstance(value, Decimal)
+                and pattern.as_tuple() == value.as_tuple())
     if isinstance(pattern, str | bytes) and isinstance(value, str | bytes):
         as_bytes = [v.encode() if isinstance(v, str) else v for v in (pattern, value)]
         return as_bytes[0] == as_bytes[1]
