@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from decimal import Decimal
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pika
@@ -211,8 +211,7 @@ def test_exclusive_queue_seen_from_another_connection(compare: Callable[[Scenari
             ]
             observed = [attempt(url, action) for action in actions]
             owner.channel().queue_declare(name, passive=True)
-            method, _, body = owner.channel().basic_get(name, auto_ack=True)
-            observed.append(body)
+            observed.append(owner.channel().basic_get(name, auto_ack=True)[2])
         observed.append(attempt(url, lambda c: c.queue_declare(name, passive=True)))
         return observed
 
@@ -318,8 +317,8 @@ def test_counts_and_prefetch(compare: Callable[[Scenario], None]) -> None:
                 c = conn.channel()
                 c.basic_qos(prefetch_count=1, global_qos=global_qos)
                 got: list[bytes] = []
-                c.basic_consume(p + "q2", lambda ch_, m, pr, b: got.append(b))
-                c.basic_consume(p + "q", lambda ch_, m, pr, b: got.append(b))
+                for suffix in ("q2", "q"):
+                    c.basic_consume(p + suffix, lambda ch_, m, pr, b, got=got: got.append(b))
                 conn.process_data_events(time_limit=0.3)
                 observed.append(len(got))
                 c.close()

@@ -68,8 +68,8 @@ def test_passive_declare_of_a_missing_queue(vhost: VHost) -> None:
          "inequivalent arg 'auto_delete' for queue 'q' in vhost '/': received 'false' but "
          "current is 'true'"),
         ({"arguments": {"x-message-ttl": 1000}}, {"arguments": {"x-message-ttl": 2000}},
-         "inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received the value "
-         "'2000' of type 'signedint' but current is the value '1000' of type 'signedint'"),
+         "inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received '2000' but "
+         "current is '1000'"),
         ({"arguments": {"x-max-length": 5}}, {},
          "inequivalent arg 'x-max-length' for queue 'q' in vhost '/': received none but "
          "current is the value '5' of type 'signedint'"),
