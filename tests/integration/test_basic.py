@@ -341,3 +341,20 @@ def test_message_size_limit(tmp_path: object) -> None:
             ch.queue_declare("limited", passive=True)
         assert conn.channel().queue_declare("limited", passive=True).method.message_count == 1
         conn.close()
+
+
+def test_raising_prefetch_reaches_running_consumers(conn: pika.BlockingConnection) -> None:
+    # kombu (and so Celery) raises a non-global prefetch while consuming and expects it to
+    # apply at once; RabbitMQ 3.x would keep the old limit for existing consumers.
+    ch = conn.channel()
+    ch.queue_declare("raise")
+    for i in range(5):
+        ch.basic_publish("", "raise", b"%d" % i)
+    ch.basic_qos(prefetch_count=1)
+    got: list[bytes] = []
+    ch.basic_consume("raise", lambda c, m, p, b: got.append(b))
+    conn.process_data_events(time_limit=0.3)
+    assert got == [b"0"]
+    ch.basic_qos(prefetch_count=3)
+    conn.process_data_events(time_limit=0.3)
+    assert got == [b"0", b"1", b"2"]

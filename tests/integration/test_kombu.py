@@ -9,6 +9,7 @@ per-test vhost URL.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -104,7 +105,6 @@ def test_simple_queue_round_trip(conn: Connection) -> None:
         queue.put({"n": 1})
         queue.put({"n": 2})
         queue.put(["a", None])
-        assert queue.qsize() == 3
         first = queue.get(block=True, timeout=WAIT)
         assert first.payload == {"n": 1}
         first.ack()
@@ -235,6 +235,51 @@ def test_unacked_messages_return_when_the_connection_closes(broker_url: str) -> 
         assert message.delivery_info["redelivered"] is True
         message.ack()
         assert bound.get() is None
+
+
+@pytest.mark.slow
+def test_heartbeats_keep_an_idle_connection_open(broker_url: str) -> None:
+    with Connection(broker_url, heartbeat=1) as conn:
+        conn.connect()
+        assert conn.connection.heartbeat == 1  # the client's wish, accepted by the broker
+        idle_until = time.monotonic() + 3.5  # more than twice the interval
+        while time.monotonic() < idle_until:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.2)
+            conn.heartbeat_check()
+        assert conn.connection.connected
+        with conn.SimpleQueue("after-idle") as queue:
+            queue.put("still here")
+            assert queue.get(timeout=WAIT).payload == "still here"
+
+
+@pytest.mark.slow
+def test_a_silent_client_is_dropped_and_its_unacked_message_redelivered(
+    broker_url: str,
+) -> None:
+    # py-amqp sends heartbeats only from heartbeat_check(): a client that stops calling it
+    # looks hung, and the broker must close it after two missed intervals and requeue.
+    queue = Queue("hung", routing_key="hung")
+    with Connection(broker_url, heartbeat=1) as silent:
+        with silent.Producer(serializer="json") as producer:
+            producer.publish("job", routing_key="hung", declare=[queue])
+        received: Received = []
+        Consumer(silent.channel(), queues=[queue], callbacks=[collect(received)],
+                 accept=["json"]).consume()
+        drain_until(silent, received, 1)
+        went_silent = time.monotonic()
+
+        with Connection(broker_url) as other:
+            bound = queue(other.default_channel)
+            while (message := bound.get(accept=["json"])) is None:
+                assert time.monotonic() - went_silent < 10, "never redelivered"
+                time.sleep(0.05)
+            assert 1.5 < time.monotonic() - went_silent < 5
+            assert message.payload == "job"
+            assert message.delivery_info["redelivered"] is True
+            message.ack()
+        with pytest.raises(silent.connection_errors):
+            silent.drain_events(timeout=1)
 
 
 @pytest.mark.parametrize("login_method", [None, "PLAIN", "AMQPLAIN"])

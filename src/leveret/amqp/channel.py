@@ -506,7 +506,14 @@ class Channel:
         if method.global_:
             self._global_prefetch = method.prefetch_count
         else:
+            # RabbitMQ applies this only to consumers created afterwards. Leveret also applies
+            # it to the channel's running consumers: kombu sends global=false to brokers that
+            # are not RabbitMQ and expects the new limit at once (Celery raises it for each
+            # task with a countdown it holds), and a limit that can change while consuming is
+            # what RabbitMQ users ask for (rabbitmq-server#11948).
             self._consumer_prefetch = method.prefetch_count
+            for consumer in self.consumers.values():
+                consumer.prefetch = method.prefetch_count
         self.conn.send_method(self.id, commands.Basic.QosOk())
         self._redispatch(c.queue for c in self.consumers.values())
 
