@@ -4,15 +4,14 @@ prefetch, confirms, transactions, and where unacknowledged messages go when thin
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pika
 import pika.exceptions
 import pytest
-from pika.adapters.blocking_connection import BlockingChannel
-
 from pamqp import commands
+from pika.adapters.blocking_connection import BlockingChannel
 
 from leveret import Broker
 from tests.rawamqp import RawClient
@@ -68,11 +67,11 @@ def test_properties_and_headers_pass_through_unchanged(ch: BlockingChannel) -> N
         content_type="application/json", content_encoding="utf-8", delivery_mode=2,
         priority=3, correlation_id="c-1", reply_to="r", expiration="60000", message_id="m-1",
         timestamp=1700000000, type="t", app_id="app", user_id="guest",
-        headers={"int": 1, "str": "é", "decimal": Decimal("1.5"), "list": [1, "a"], "nested": {"b": True},
-                 "none": None, "big": 2**40},
+        headers={"int": 1, "str": "é", "decimal": Decimal("1.5"), "list": [1, "a"],
+                 "nested": {"b": True}, "none": None, "big": 2**40},
     )
     ch.basic_publish("", "props", b"x", props)
-    method, got, body = ch.basic_get("props", auto_ack=True)
+    _method, got, body = ch.basic_get("props", auto_ack=True)
     assert body == b"x"
     for field in ("content_type", "content_encoding", "delivery_mode", "priority",
                   "correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type",
@@ -189,7 +188,7 @@ def test_reject_without_requeue_drops(ch: BlockingChannel) -> None:
 def test_unknown_delivery_tag_closes_channel_with_406(conn: pika.BlockingConnection) -> None:
     ch = conn.channel()
     ch.basic_ack(99)
-    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="unknown delivery tag 99"):
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match=r"unknown delivery tag 99"):
         ch.queue_declare("after")
     assert conn.channel().queue_declare("still-works").method.queue == "still-works"
 
@@ -254,7 +253,7 @@ def test_exclusive_consumer_refuses_others(conn: pika.BlockingConnection) -> Non
     ch.queue_declare("solo")
     ch.basic_consume("solo", lambda *a: None, exclusive=True)
     other = conn.channel()
-    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="403.*exclusive use"):
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match=r"403.*exclusive use"):
         other.basic_consume("solo", lambda *a: None)
 
 
@@ -275,7 +274,7 @@ def test_user_id_must_match_authenticated_user(conn: pika.BlockingConnection) ->
     ch.queue_declare("uid")
     ch.basic_publish("", "uid", b"x", pika.BasicProperties(user_id="bob"))
     with pytest.raises(pika.exceptions.ChannelClosedByBroker,
-                       match="406.*user_id property set to 'bob'"):
+                       match=r"406.*user_id property set to 'bob'"):
         ch.queue_declare("uid", passive=True)
 
 
@@ -283,7 +282,7 @@ def test_publish_to_missing_exchange_is_404(conn: pika.BlockingConnection) -> No
     ch = conn.channel()
     ch.basic_publish("no-such-exchange", "k", b"x")
     with pytest.raises(pika.exceptions.ChannelClosedByBroker,
-                       match="404.*no exchange 'no-such-exchange'"):
+                       match=r"404.*no exchange 'no-such-exchange'"):
         ch.queue_declare("q", passive=True)
 
 
@@ -306,7 +305,7 @@ def test_transaction_commit_and_rollback(conn: pika.BlockingConnection) -> None:
     assert observer.queue_declare("tx", passive=True).method.message_count == 1
     ch.basic_publish("", "tx", b"two")
     ch.tx_rollback()
-    method, _, body = ch.basic_get("tx")
+    method, _, _body = ch.basic_get("tx")
     ch.basic_ack(method.delivery_tag)
     ch.tx_rollback()  # the ack is undone: the message is unacked again
     ch.close()
@@ -317,13 +316,13 @@ def test_tx_and_confirm_modes_exclude_each_other(conn: pika.BlockingConnection) 
     ch = conn.channel()
     ch.confirm_delivery()
     with pytest.raises(pika.exceptions.ChannelClosedByBroker,
-                       match="406.*cannot switch from confirm to tx mode"):
+                       match=r"406.*cannot switch from confirm to tx mode"):
         ch.tx_select()
 
 
 def test_qos_prefetch_size_is_not_implemented(conn: pika.BlockingConnection) -> None:
     ch = conn.channel()
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker, match="540"):
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker, match=r"540"):
         ch.basic_qos(prefetch_size=1000)
 
 
@@ -337,7 +336,7 @@ def test_message_size_limit(tmp_path: object) -> None:
         ch.basic_publish("", "limited", b"x" * 1000)
         ch.basic_publish("", "limited", b"x" * 1001)
         with pytest.raises(pika.exceptions.ChannelClosedByBroker,
-                           match="406.*message size 1001 is larger than configured max size 1000"):
+                           match=r"406.*message size 1001 is larger than configured max size 1000"):
             ch.queue_declare("limited", passive=True)
         assert conn.channel().queue_declare("limited", passive=True).method.message_count == 1
         conn.close()

@@ -53,7 +53,7 @@ def test_serve_is_ready_then_stops_gracefully(server: tuple[subprocess.Popen[str
     conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
     conn.channel().queue_declare("from-cli")
     proc.send_signal(sig)
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker, match="320.*CONNECTION_FORCED"):
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker, match=r"320.*CONNECTION_FORCED"):
         conn.process_data_events(time_limit=5)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
@@ -61,7 +61,7 @@ def test_serve_is_ready_then_stops_gracefully(server: tuple[subprocess.Popen[str
 
 
 def test_ready_line_says_where(server: tuple[subprocess.Popen[str], int]) -> None:
-    proc, port = server
+    proc, _port = server
     proc.terminate()
     proc.communicate(timeout=10)
     # The fixture read the ready line; start another to look at it.
@@ -75,7 +75,7 @@ def test_ready_line_says_where(server: tuple[subprocess.Popen[str], int]) -> Non
 def test_taken_port_is_one_clear_line(server: tuple[subprocess.Popen[str], int]) -> None:
     _, port = server
     result = subprocess.run([*LEVERET, "serve", "--port", str(port)], capture_output=True,
-                            text=True, timeout=30)
+                            text=True, timeout=30, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"leveret: error: cannot listen on 127.0.0.1:{port}: address already in use"
@@ -86,7 +86,7 @@ def test_bad_config_file_is_one_clear_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[server]\nport = 'not a number'\n")
     result = subprocess.run([*LEVERET, "serve", "--config", str(config)], capture_output=True,
-                            text=True, timeout=30)
+                            text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert result.stderr.startswith("leveret: error: invalid setting")
     assert "Traceback" not in result.stderr

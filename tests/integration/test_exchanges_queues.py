@@ -86,7 +86,7 @@ def test_headers_all_and_any(ch: BlockingChannel) -> None:
 def test_headers_binding_rejects_bad_x_match(ch: BlockingChannel) -> None:
     ch.exchange_declare("h2", "headers")
     ch.queue_declare("hq")
-    with pytest.raises(ChannelClosed, match="406.*Invalid x-match field value 'most'"):
+    with pytest.raises(ChannelClosed, match=r"406.*Invalid x-match field value 'most'"):
         ch.queue_bind("hq", "h2", arguments={"x-match": "most"})
 
 
@@ -117,7 +117,7 @@ def test_internal_exchange_refuses_publishes(conn: pika.BlockingConnection) -> N
     ch = conn.channel()
     ch.exchange_declare("inner", "fanout", internal=True)
     ch.basic_publish("inner", "", b"x")
-    with pytest.raises(ChannelClosed, match="403.*cannot publish to internal exchange 'inner'"):
+    with pytest.raises(ChannelClosed, match=r"403.*cannot publish to internal exchange 'inner'"):
         ch.exchange_declare("inner", "fanout", passive=True)
 
 
@@ -127,7 +127,7 @@ def test_auto_delete_exchange_goes_with_its_last_binding(conn: pika.BlockingConn
     ch.queue_declare("aq")
     ch.queue_bind("aq", "ephemeral", "k")
     ch.queue_unbind("aq", "ephemeral", "k")
-    with pytest.raises(ChannelClosed, match="404.*no exchange 'ephemeral'"):
+    with pytest.raises(ChannelClosed, match=r"404.*no exchange 'ephemeral'"):
         ch.exchange_declare("ephemeral", "direct", passive=True)
 
 
@@ -149,27 +149,27 @@ def test_exchange_redeclare_must_be_equivalent(conn: pika.BlockingConnection) ->
     ch = conn.channel()
     ch.exchange_declare("eq", "topic", durable=True)
     ch.exchange_declare("eq", "topic", durable=True)
-    with pytest.raises(ChannelClosed, match="406.*inequivalent arg 'durable'"):
+    with pytest.raises(ChannelClosed, match=r"406.*inequivalent arg 'durable'"):
         ch.exchange_declare("eq", "topic", durable=False)
 
 
 def test_predeclared_exchanges_cannot_be_deleted(conn: pika.BlockingConnection) -> None:
     ch = conn.channel()
     ch.exchange_declare("amq.direct", "direct", durable=True)  # equivalent: allowed
-    with pytest.raises(ChannelClosed, match="403"):
+    with pytest.raises(ChannelClosed, match=r"403"):
         ch.exchange_delete("amq.direct")
 
 
 def test_unknown_exchange_type_closes_connection(conn: pika.BlockingConnection) -> None:
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker,
-                       match="503.*unknown exchange type 'nonsense'"):
+                       match=r"503.*unknown exchange type 'nonsense'"):
         conn.channel().exchange_declare("odd", "nonsense")
 
 
 def test_binding_to_default_exchange_is_refused(conn: pika.BlockingConnection) -> None:
     ch = conn.channel()
     ch.queue_declare("q")
-    with pytest.raises(ChannelClosed, match="403.*default exchange"):
+    with pytest.raises(ChannelClosed, match=r"403.*default exchange"):
         ch.queue_bind("q", "", "q")
 
 
@@ -196,12 +196,12 @@ def test_exclusive_queue_is_locked_and_dies_with_its_connection(broker_url: str)
     owner = pika.BlockingConnection(pika.URLParameters(broker_url))
     owner.channel().queue_declare("mine", exclusive=True)
     with pika.BlockingConnection(pika.URLParameters(broker_url)) as other:
-        with pytest.raises(ChannelClosed, match="405.*exclusive access to locked queue 'mine'"):
+        with pytest.raises(ChannelClosed, match=r"405.*exclusive access to locked queue 'mine'"):
             other.channel().queue_declare("mine", passive=True)
-        with pytest.raises(ChannelClosed, match="405"):
+        with pytest.raises(ChannelClosed, match=r"405"):
             other.channel().basic_get("mine")
         owner.close()
-        with pytest.raises(ChannelClosed, match="404.*no queue 'mine'"):
+        with pytest.raises(ChannelClosed, match=r"404.*no queue 'mine'"):
             other.channel().queue_declare("mine", passive=True)
 
 
@@ -211,7 +211,7 @@ def test_auto_delete_queue_goes_with_its_last_consumer(conn: pika.BlockingConnec
     tag = ch.basic_consume("fleeting", lambda *a: None)
     assert ch.queue_declare("fleeting", passive=True).method.consumer_count == 1
     ch.basic_cancel(tag)
-    with pytest.raises(ChannelClosed, match="404"):
+    with pytest.raises(ChannelClosed, match=r"404"):
         ch.queue_declare("fleeting", passive=True)
 
 
@@ -228,12 +228,12 @@ def test_delete_if_unused_and_if_empty(conn: pika.BlockingConnection) -> None:
     ch = conn.channel()
     ch.queue_declare("busy")
     ch.basic_consume("busy", lambda *a: None)
-    with pytest.raises(ChannelClosed, match="406.*queue 'busy' in vhost '/' in use"):
+    with pytest.raises(ChannelClosed, match=r"406.*queue 'busy' in vhost '/' in use"):
         conn.channel().queue_delete("busy", if_unused=True)
     ch2 = conn.channel()
     ch2.queue_declare("full")
     ch2.basic_publish("", "full", b"x")
-    with pytest.raises(ChannelClosed, match="406.*queue 'full' in vhost '/' not empty"):
+    with pytest.raises(ChannelClosed, match=r"406.*queue 'full' in vhost '/' not empty"):
         ch2.queue_delete("full", if_empty=True)
 
 
@@ -241,10 +241,10 @@ def test_queue_redeclare_must_be_equivalent(conn: pika.BlockingConnection) -> No
     ch = conn.channel()
     ch.queue_declare("ttl", arguments={"x-message-ttl": 1000})
     ch.queue_declare("ttl", arguments={"x-message-ttl": 1000, "x-unknown": "ignored"})
-    with pytest.raises(ChannelClosed, match="406.*inequivalent arg 'x-message-ttl'"):
+    with pytest.raises(ChannelClosed, match=r"406.*inequivalent arg 'x-message-ttl'"):
         ch.queue_declare("ttl", arguments={"x-message-ttl": 2000})
     ch = conn.channel()
-    with pytest.raises(ChannelClosed, match="406.*inequivalent arg 'durable'"):
+    with pytest.raises(ChannelClosed, match=r"406.*inequivalent arg 'durable'"):
         ch.queue_declare("ttl", durable=True, arguments={"x-message-ttl": 1000})
 
 
@@ -258,12 +258,12 @@ def test_queue_redeclare_must_be_equivalent(conn: pika.BlockingConnection) -> No
 ])
 def test_invalid_queue_arguments(conn: pika.BlockingConnection, arguments: dict[str, object],
                                  pattern: str) -> None:
-    with pytest.raises(ChannelClosed, match="406.*" + pattern):
+    with pytest.raises(ChannelClosed, match=r"406.*" + pattern):
         conn.channel().queue_declare("args", arguments=arguments)
 
 
 def test_reserved_queue_prefix(conn: pika.BlockingConnection) -> None:
-    with pytest.raises(ChannelClosed, match="403.*queue name 'amq.q' contains reserved prefix"):
+    with pytest.raises(ChannelClosed, match=r"403.*queue name 'amq.q' contains reserved prefix"):
         conn.channel().queue_declare("amq.q")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pika
@@ -94,9 +95,8 @@ def test_amqplain_login(broker: Broker) -> None:
 
 
 def test_unknown_vhost_is_530(broker: Broker) -> None:
-    with raw(broker) as client:
-        with pytest.raises(AssertionError, match="Connection.Close"):
-            client.handshake(vhost="nope")
+    with raw(broker) as client, pytest.raises(AssertionError, match=r"Connection.Close"):
+        client.handshake(vhost="nope")
 
 
 def test_guest_is_refused_from_a_non_loopback_address() -> None:
@@ -121,7 +121,7 @@ def test_configured_user_connects_from_anywhere(tmp_path: Path) -> None:
             ch = conn.channel()
             ch.queue_declare("app-queue")
             with pytest.raises(pika.exceptions.ChannelClosedByBroker,
-                               match="403.*configure access to queue 'other'.*refused"):
+                               match=r"403.*configure access to queue 'other'.*refused"):
                 ch.queue_declare("other")
         with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
             pika.BlockingConnection(pika.URLParameters(url.replace("/jobs", "/%2F")))
@@ -226,13 +226,10 @@ def test_server_sends_heartbeats_and_drops_a_silent_peer(broker: Broker) -> None
 
 
 def test_silent_client_is_dropped_after_handshake_timeout() -> None:
-    settings = load_settings({"port": 0}, environ={})
-    from dataclasses import replace
-
-    with Broker(settings=replace(settings, handshake_timeout=0.3)) as broker:
-        with raw(broker) as client:
-            client.send_raw(b"AMQP")
-            assert client.wait_closed(timeout=3) == b""
+    settings = replace(load_settings({"port": 0}, environ={}), handshake_timeout=0.3)
+    with Broker(settings=settings) as broker, raw(broker) as client:
+        client.send_raw(b"AMQP")
+        assert client.wait_closed(timeout=3) == b""
 
 
 def test_shutdown_closes_clients_with_320() -> None:
