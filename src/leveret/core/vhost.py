@@ -66,6 +66,8 @@ class VHost:
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self.queues)}
         # Reverse index: id(destination) -> exchanges holding a binding to it.
         self._sources: dict[int, dict[str, Exchange]] = {}
+        # Exclusive queues by owner, so a closing connection finds its own at once.
+        self._owned: dict[object, dict[str, Queue]] = {}
         for name_, type_ in PREDECLARED:
             self.exchanges[name_] = EXCHANGE_TYPES[type_](name_, durable=True)
         self.exchanges["amq.rabbitmq.trace"] = TopicExchange(
@@ -217,6 +219,8 @@ class VHost:
             store=self.store.open_queue(self.name, name, durable=durable),
         )
         self.queues[name] = queue
+        if queue.exclusive_owner is not None:
+            self._owned.setdefault(owner, {})[name] = queue
         return queue
 
     def _assert_queue_equivalent(self, queue: Queue, durable: bool, auto_delete: bool) -> None:
@@ -251,6 +255,11 @@ class VHost:
             return 0
         count = queue.message_count
         del self.queues[queue.name]
+        if queue.exclusive_owner is not None:
+            owned = self._owned.get(queue.exclusive_owner, {})
+            owned.pop(queue.name, None)
+            if not owned:
+                self._owned.pop(queue.exclusive_owner, None)
         for consumer in queue.delete():
             consumer.channel.consumer_cancelled(consumer)
         self._unbind_everywhere(queue)
@@ -261,7 +270,7 @@ class VHost:
 
     def owner_closed(self, owner: object) -> None:
         """The owning connection is gone: delete its exclusive queues."""
-        for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
+        for queue in list(self._owned.get(owner, {}).values()):
             self.remove_queue(queue)
 
     # -- bindings ---------------------------------------------------------------------
