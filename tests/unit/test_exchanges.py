@@ -310,3 +310,41 @@ def test_alternate_exchange_argument() -> None:
     assert DirectExchange("d", arguments={"alternate-exchange": "ae"}).alternate_exchange == "ae"
     assert DirectExchange("d", arguments={"alternate-exchange": 1}).alternate_exchange is None
     assert DirectExchange("d").alternate_exchange is None
+
+
+def test_binding_arguments_beyond_int64_are_a_valid_identity() -> None:
+    # Regression (found by the fuzz tests): a 'L' argument >= 2**63 could not be re-encoded
+    # to build the binding's identity and surfaced as 541 INTERNAL_ERROR.
+    exchange = DirectExchange("d")
+    queue = Queue("q")
+    assert exchange.bind(Binding.make(queue, "k", {"a": 2**64 - 1, "nested": [2**63]}))
+    assert not exchange.bind(Binding.make(queue, "k", {"nested": [2**63], "a": 2**64 - 1}))
+    assert exchange.bind(Binding.make(queue, "k", {"a": True}))
+    assert exchange.bind(Binding.make(queue, "k", {"a": 1}))  # true and 1 are not the same
+    assert exchange.unbind(Binding.make(queue, "k", {"a": 2**64 - 1, "nested": [2**63]}))
+
+
+def test_runs_of_hash_collapse_and_unbind_keeps_the_equivalent_binding() -> None:
+    exchange = TopicExchange("t")
+    queue = Queue("q")
+    exchange.bind(Binding.make(queue, "#.#.a.#", {}))
+    exchange.bind(Binding.make(queue, "#.a.#", {}))
+    assert exchange.match("a") == (queue,)
+    assert exchange.match("x.y.a.z") == (queue,)
+    assert exchange.match("x.y") == ()
+    exchange.unbind(Binding.make(queue, "#.#.a.#", {}))
+    assert exchange.match("x.a") == (queue,)  # "#.a.#" still routes
+    exchange.unbind(Binding.make(queue, "#.a.#", {}))
+    assert exchange.match("x.a") == ()
+
+
+def test_many_hash_patterns_against_a_long_key_match_correctly() -> None:
+    # Regression: this shape kept the event loop busy for seconds before '#' became a
+    # self-looping trie state; now each (node, position) is visited once.
+    exchange = TopicExchange("t")
+    queues = [Queue(f"q{i}") for i in range(16)]
+    for i, queue in enumerate(queues):
+        pattern = ".".join("*" if word == i else "#" for word in range(127))
+        exchange.bind(Binding.make(queue, pattern, {}))
+    assert set(exchange.match(".".join(["a"] * 128))) == set(queues)
+    assert exchange.match("") == ()

@@ -11,12 +11,12 @@ Nothing here knows about channels, sockets or storage.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from leveret.core.tables import FieldTable, encode_table
+from leveret.core.tables import FieldTable
 from leveret.errors import PreconditionFailed
 
 if TYPE_CHECKING:
@@ -31,19 +31,27 @@ class Binding:
     destination: Queue | Exchange
     routing_key: str
     arguments: FieldTable
-    arguments_key: bytes
+    arguments_key: Hashable
 
     @classmethod
     def make(
         cls, destination: Queue | Exchange, routing_key: str, arguments: FieldTable
     ) -> Binding:
-        # RabbitMQ compares binding arguments as tables sorted by key.
-        key = encode_table(dict(sorted(arguments.items())))
-        return cls(destination, routing_key, arguments, key)
+        return cls(destination, routing_key, arguments, _frozen(arguments))
 
     @property
-    def identity(self) -> tuple[int, str, bytes]:
+    def identity(self) -> tuple[int, str, Hashable]:
         return id(self.destination), self.routing_key, self.arguments_key
+
+
+def _frozen(value: Any) -> Hashable:
+    """A hashable stand-in for a decoded field value: tables compare sorted by key, as in
+    RabbitMQ, and each scalar keeps its type so that true and 1 stay different bindings."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((key, _frozen(item)) for key, item in value.items()))
+    if isinstance(value, list | tuple):
+        return ("array", *(_frozen(item) for item in value))
+    return (type(value).__name__, value)
 
 
 class Exchange:
@@ -66,7 +74,7 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments: FieldTable = dict(arguments or {})
-        self._bindings: dict[tuple[int, str, bytes], Binding] = {}
+        self._bindings: dict[tuple[int, str, Hashable], Binding] = {}
         self.deleted = False
 
     def __repr__(self) -> str:
@@ -186,11 +194,12 @@ class FanoutExchange(Exchange):
 
 
 class _TopicNode:
-    __slots__ = ("children", "destinations")
+    __slots__ = ("children", "destinations", "is_hash")
 
-    def __init__(self) -> None:
+    def __init__(self, is_hash: bool = False) -> None:
         self.children: dict[str, _TopicNode] = {}
         self.destinations: dict[int, Queue | Exchange] = {}
+        self.is_hash = is_hash  # reached through '#': may absorb any number of words
 
 
 def split_topic(key: str) -> list[str]:
@@ -198,12 +207,22 @@ def split_topic(key: str) -> list[str]:
     return key.split(".") if key else []
 
 
+def pattern_words(pattern: str) -> list[str]:
+    """A pattern's words, with runs of '#' collapsed: "#.#" matches exactly what "#" matches."""
+    words: list[str] = []
+    for word in split_topic(pattern):
+        if not (word == "#" and words and words[-1] == "#"):
+            words.append(word)
+    return words
+
+
 class TopicExchange(Exchange):
     """Routes by pattern: words split on '.', '*' matches one word, '#' zero or more.
 
-    Patterns are kept in a trie of words; a match walks it once per (node, word position), so a
-    pattern like ``#.#.#`` costs words x nodes, never an exponential search. Results are cached
-    per routing key until the next bind or unbind.
+    Patterns are kept in a trie of words, runs of '#' collapsed. A match visits each (node, word
+    position) state at most once, and each visit costs a few dict lookups ('#' is a node that
+    may absorb one more word and stay), so the cost is at most nodes x words, never exponential.
+    Results are cached per routing key until the next bind or unbind.
     """
 
     type_name = "topic"
@@ -226,43 +245,50 @@ class TopicExchange(Exchange):
 
     def match(self, routing_key: str) -> tuple[Queue | Exchange, ...]:
         words = split_topic(routing_key)
+        end = len(words)
         out: dict[int, Queue | Exchange] = {}
         seen: set[tuple[int, int]] = set()
         stack: list[tuple[_TopicNode, int]] = [(self._root, 0)]
         while stack:
             node, i = stack.pop()
-            if (id(node), i) in seen:
+            state = (id(node), i)
+            if state in seen:
                 continue
-            seen.add((id(node), i))
-            hash_child = node.children.get("#")
+            seen.add(state)
+            children = node.children
+            hash_child = children.get("#")
             if hash_child is not None:
-                # '#' consumes zero or more words: try every remaining position.
-                stack.extend((hash_child, j) for j in range(i, len(words) + 1))
-            if i == len(words):
+                stack.append((hash_child, i))  # '#' matching zero words
+            if i == end:
                 out.update(node.destinations)
                 continue
-            child = node.children.get(words[i])
+            if node.is_hash:
+                stack.append((node, i + 1))  # '#' absorbing one more word
+            child = children.get(words[i])
             if child is not None:
                 stack.append((child, i + 1))
-            star = node.children.get("*")
+            star = children.get("*")
             if star is not None:
                 stack.append((star, i + 1))
         return tuple(out.values())
 
     def _added(self, binding: Binding) -> None:
         node = self._root
-        for word in split_topic(binding.routing_key):
-            node = node.children.setdefault(word, _TopicNode())
+        for word in pattern_words(binding.routing_key):
+            child = node.children.get(word)
+            if child is None:
+                child = node.children[word] = _TopicNode(is_hash=word == "#")
+            node = child
         node.destinations[id(binding.destination)] = binding.destination
         self._cache.clear()
 
     def _removed(self, binding: Binding) -> None:
         path = [self._root]
-        words = split_topic(binding.routing_key)
+        words = pattern_words(binding.routing_key)
         for word in words:
             path.append(path[-1].children[word])
         still_bound = any(
-            b.destination is binding.destination and b.routing_key == binding.routing_key
+            b.destination is binding.destination and pattern_words(b.routing_key) == words
             for b in self._bindings.values()
         )
         if not still_bound:
