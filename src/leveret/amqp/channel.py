@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 
-from leveret.amqp import framing
+from leveret.amqp import framing, topology
 from leveret.amqp.auth import User
 from leveret.core.exchanges import Exchange
 from leveret.core.message import Entry, Message, PropertiesError
@@ -80,7 +80,7 @@ class Channel:
         self._global_prefetch = 0
         self._consumer_unacked = 0
         self._released = False
-        self._last_queue = ""
+        self.last_queue = ""
         self._allowed: set[tuple[str, str, str]] = set()
         self._confirm = False
         self._publish_seq = 0
@@ -214,7 +214,7 @@ class Channel:
         if exchange.internal:
             raise AccessRefused(f"cannot publish to internal exchange '{exchange_name}' in "
                                 f"vhost '{self.vhost.name}'")
-        self._check("write", "exchange", exchange_name)
+        self.check_permission("write", "exchange", exchange_name)
         self._publishing = (exchange, routing_key, mandatory)
 
     def _publish(
@@ -382,7 +382,7 @@ class Channel:
 
     # -- permission checks ------------------------------------------------------------
 
-    def _check(self, kind: str, resource_kind: str, name: str) -> None:
+    def check_permission(self, kind: str, resource_kind: str, name: str) -> None:
         key = (kind, resource_kind, name)
         if key in self._allowed:
             return
@@ -391,13 +391,13 @@ class Channel:
             self._allowed.clear()
         self._allowed.add(key)
 
-    def _queue_name(self, name: str) -> str:
+    def resolve_queue_name(self, name: str) -> str:
         """An empty queue name means the channel's last declared queue (spec 1.7.2.x)."""
         if name:
             return name
-        if not self._last_queue:
+        if not self.last_queue:
             raise NotFound("no previously declared queue")
-        return self._last_queue
+        return self.last_queue
 
     # -- channel class ----------------------------------------------------------------
 
@@ -416,87 +416,6 @@ class Channel:
 
     def on_channel_close_ok(self, method: commands.Channel.CloseOk) -> None:
         raise ChannelStateError(f"unexpected 'channel.close-ok' on channel {self.id}")
-
-    # -- exchange class ---------------------------------------------------------------
-
-    def on_exchange_declare(self, method: commands.Exchange.Declare) -> None:
-        if not method.passive:
-            self._check("configure", "exchange", method.exchange)
-        self.vhost.declare_exchange(
-            method.exchange, method.exchange_type, passive=method.passive,
-            durable=method.durable, auto_delete=method.auto_delete, internal=method.internal,
-            arguments=method.arguments,
-        )
-        if not method.nowait:
-            self.conn.send_method(self.id, commands.Exchange.DeclareOk())
-
-    def on_exchange_delete(self, method: commands.Exchange.Delete) -> None:
-        self._check("configure", "exchange", method.exchange)
-        self.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
-        if not method.nowait:
-            self.conn.send_method(self.id, commands.Exchange.DeleteOk())
-
-    def on_exchange_bind(self, method: commands.Exchange.Bind) -> None:
-        self._check("write", "exchange", method.destination)
-        self._check("read", "exchange", method.source)
-        self.vhost.bind_exchange(method.destination, method.source, method.routing_key,
-                                 method.arguments)
-        if not method.nowait:
-            self.conn.send_method(self.id, commands.Exchange.BindOk())
-
-    def on_exchange_unbind(self, method: commands.Exchange.Unbind) -> None:
-        self._check("write", "exchange", method.destination)
-        self._check("read", "exchange", method.source)
-        self.vhost.unbind_exchange(method.destination, method.source, method.routing_key,
-                                   method.arguments)
-        if not method.nowait:
-            self.conn.send_method(self.id, commands.Exchange.UnbindOk())
-
-    # -- queue class ------------------------------------------------------------------
-
-    def on_queue_declare(self, method: commands.Queue.Declare) -> None:
-        if not method.passive and method.queue:
-            self._check("configure", "queue", method.queue)
-        queue = self.vhost.declare_queue(
-            method.queue, self.conn, passive=method.passive, durable=method.durable,
-            exclusive=method.exclusive, auto_delete=method.auto_delete,
-            arguments=method.arguments,
-        )
-        self._last_queue = queue.name
-        if not method.nowait:
-            self.conn.send(_declare_ok(self.id, queue))
-
-    def on_queue_bind(self, method: commands.Queue.Bind) -> None:
-        name = self._queue_name(method.queue)
-        self._check("write", "queue", name)
-        self._check("read", "exchange", method.exchange)
-        self.vhost.bind_queue(name, method.exchange, method.routing_key, method.arguments,
-                              self.conn)
-        if not method.nowait:
-            self.conn.send_method(self.id, commands.Queue.BindOk())
-
-    def on_queue_unbind(self, method: commands.Queue.Unbind) -> None:
-        name = self._queue_name(method.queue)
-        self._check("write", "queue", name)
-        self._check("read", "exchange", method.exchange)
-        self.vhost.unbind_queue(name, method.exchange, method.routing_key, method.arguments,
-                                self.conn)
-        self.conn.send_method(self.id, commands.Queue.UnbindOk())
-
-    def on_queue_purge(self, method: commands.Queue.Purge) -> None:
-        name = self._queue_name(method.queue)
-        self._check("read", "queue", name)
-        count = self.vhost.purge_queue(name, self.conn)
-        if not method.nowait:
-            self.conn.send_method(self.id, commands.Queue.PurgeOk(message_count=count))
-
-    def on_queue_delete(self, method: commands.Queue.Delete) -> None:
-        name = self._queue_name(method.queue)
-        self._check("configure", "queue", name)
-        count = self.vhost.delete_queue(name, self.conn, if_unused=method.if_unused,
-                                        if_empty=method.if_empty)
-        if not method.nowait:
-            self.conn.send_method(self.id, commands.Queue.DeleteOk(message_count=count))
 
     # -- basic class ------------------------------------------------------------------
 
@@ -518,8 +437,8 @@ class Channel:
         self._redispatch(c.queue for c in self.consumers.values())
 
     def on_basic_consume(self, method: commands.Basic.Consume) -> None:
-        name = self._queue_name(method.queue)
-        self._check("read", "queue", name)
+        name = self.resolve_queue_name(method.queue)
+        self.check_permission("read", "queue", name)
         queue = self.vhost.get_queue(name, self.conn)
         tag = method.consumer_tag or server_generated_name("amq.ctag-")
         if tag in self.consumers:
@@ -544,8 +463,8 @@ class Channel:
                 consumer_tag=method.consumer_tag))
 
     def on_basic_get(self, method: commands.Basic.Get) -> None:
-        name = self._queue_name(method.queue)
-        self._check("read", "queue", name)
+        name = self.resolve_queue_name(method.queue)
+        self.check_permission("read", "queue", name)
         queue = self.vhost.get_queue(name, self.conn)
         entry = queue.get()
         if entry is None:
@@ -618,27 +537,12 @@ class Channel:
         return self._tx
 
 
-def _declare_ok(channel: int, queue: Queue) -> bytes:
-    payload = b"".join((b"\x00\x32\x00\x0b", framing.shortstr(queue.name),
-                        queue.message_count.to_bytes(4, "big"),
-                        queue.consumer_count.to_bytes(4, "big")))
-    return framing.FRAME_HEAD.pack(framing.FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
-
-
 _HANDLERS: dict[type, Callable[[Channel, Any], None]] = {
+    **topology.HANDLERS,
     commands.Channel.Open: Channel.on_channel_open,
     commands.Channel.Flow: Channel.on_channel_flow,
     commands.Channel.Close: Channel.on_channel_close,
     commands.Channel.CloseOk: Channel.on_channel_close_ok,
-    commands.Exchange.Declare: Channel.on_exchange_declare,
-    commands.Exchange.Delete: Channel.on_exchange_delete,
-    commands.Exchange.Bind: Channel.on_exchange_bind,
-    commands.Exchange.Unbind: Channel.on_exchange_unbind,
-    commands.Queue.Declare: Channel.on_queue_declare,
-    commands.Queue.Bind: Channel.on_queue_bind,
-    commands.Queue.Unbind: Channel.on_queue_unbind,
-    commands.Queue.Purge: Channel.on_queue_purge,
-    commands.Queue.Delete: Channel.on_queue_delete,
     commands.Basic.Qos: Channel.on_basic_qos,
     commands.Basic.Consume: Channel.on_basic_consume,
     commands.Basic.Cancel: Channel.on_basic_cancel,

@@ -276,3 +276,10 @@ def confirm_frame(channel: int, delivery_tag: int, multiple: bool, ack: bool = T
     flags = 1 if multiple else 0
     return _CONFIRM.pack(FRAME_METHOD, channel, 13, (BASIC_CLASS << 16) | method_id,
                          delivery_tag, flags, FRAME_END)
+
+
+def declare_ok(channel: int, queue_name: str, message_count: int, consumer_count: int) -> bytes:
+    """Queue.DeclareOk, written here because pamqp's encoder refuses non-ASCII queue names."""
+    payload = b"".join((b"\x00\x32\x00\x0b", shortstr(queue_name),
+                        _U32.pack(message_count), _U32.pack(consumer_count)))
+    return FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
