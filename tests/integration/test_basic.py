@@ -357,3 +357,25 @@ def test_raising_prefetch_reaches_running_consumers(conn: pika.BlockingConnectio
     ch.basic_qos(prefetch_count=3)
     conn.process_data_events(time_limit=0.3)
     assert got == [b"0", b"1", b"2"]
+
+
+def test_headers_nested_too_deep_are_refused_when_routing_needs_them(
+    conn: pika.BlockingConnection,
+) -> None:
+    ch = conn.channel()
+    ch.exchange_declare("deep", "headers")
+    ch.queue_declare("deep-q")
+    ch.queue_bind("deep-q", "deep", arguments={"x-match": "any", "k": "v"})
+    nested: dict[str, object] = {"k": "v"}
+    for _ in range(40):
+        nested = {"n": nested}
+    nested["k"] = "v"
+    ch.basic_publish("deep", "", b"x", pika.BasicProperties(headers=nested))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker,
+                       match=r"406.*nested deeper than 32 levels"):
+        ch.queue_declare("deep-q", passive=True)
+    # The same message through a direct exchange is passed on untouched, as RabbitMQ does.
+    ch = conn.channel()
+    ch.basic_publish("", "deep-q", b"y", pika.BasicProperties(headers=nested))
+    method, props, body = ch.basic_get("deep-q", auto_ack=True)
+    assert (body, props.headers) == (b"y", nested)
