@@ -377,5 +377,5 @@ def test_headers_nested_too_deep_are_refused_when_routing_needs_them(
     # The same message through a direct exchange is passed on untouched, as RabbitMQ does.
     ch = conn.channel()
     ch.basic_publish("", "deep-q", b"y", pika.BasicProperties(headers=nested))
-    method, props, body = ch.basic_get("deep-q", auto_ack=True)
+    _, props, body = ch.basic_get("deep-q", auto_ack=True)
     assert (body, props.headers) == (b"y", nested)
