@@ -14,6 +14,7 @@ from pamqp import commands
 from pika.adapters.blocking_connection import BlockingChannel
 
 from leveret import Broker
+from tests.pikautil import drain
 from tests.rawamqp import RawClient
 
 
@@ -28,15 +29,6 @@ def conn(broker_url: str) -> Iterator[pika.BlockingConnection]:
 @pytest.fixture
 def ch(conn: pika.BlockingConnection) -> BlockingChannel:
     return conn.channel()
-
-
-def drain(channel: BlockingChannel, queue: str, *, ack: bool = True) -> list[bytes]:
-    bodies = []
-    while True:
-        method, _, body = channel.basic_get(queue, auto_ack=ack)
-        if method is None:
-            return bodies
-        bodies.append(body)
 
 
 def consume_n(channel: BlockingChannel, queue: str, n: int, *, ack: bool = True,

@@ -12,6 +12,8 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
+from tests.pikautil import drain as bodies
+
 ChannelClosed = pika.exceptions.ChannelClosedByBroker
 
 
@@ -24,15 +26,6 @@ def conn(broker_url: str) -> Iterator[pika.BlockingConnection]:
 @pytest.fixture
 def ch(conn: pika.BlockingConnection) -> BlockingChannel:
     return conn.channel()
-
-
-def bodies(channel: BlockingChannel, queue: str) -> list[bytes]:
-    out = []
-    while True:
-        method, _, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
 
 
 def test_direct_routes_by_exact_key(ch: BlockingChannel) -> None:
