@@ -18,17 +18,22 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from leveret.alarms import ResourceMonitor, physical_memory
 from leveret.amqp.auth import Permission, UserDirectory
 from leveret.amqp.connection import Connection, ServerContext
 from leveret.config import Settings
 from leveret.core.vhost import VHost
+from leveret.durability import merge_users, restore, snapshot
 from leveret.errors import LeveretError
+from leveret.store.base import MessageStore
+from leveret.store.disk import DiskEngine
 from leveret.store.memory import MemoryMessageStore
 
 log = logging.getLogger(__name__)
@@ -64,7 +69,7 @@ class Broker:
                                 data_dir=Path(data_dir) if data_dir is not None else None)
         self.settings = settings
         self.users = UserDirectory(settings.users)
-        self.store = MemoryMessageStore()
+        self.store: MessageStore = MemoryMessageStore()
         self.vhosts: dict[str, VHost] = {name: VHost(name, self.store)
                                          for name in settings.vhosts}
         self.connections: set[Connection] = set()
@@ -73,6 +78,8 @@ class Broker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
+        self._context: ServerContext | None = None
+        self.monitor: ResourceMonitor | None = None
 
     def __repr__(self) -> str:
         where = f"{self.settings.host}:{self.port}" if self.port is not None else "not started"
@@ -91,28 +98,67 @@ class Broker:
 
     # -- asyncio use ------------------------------------------------------------------
 
+    def _open_data_dir(self, data_dir: Path) -> None:
+        """Take the data directory and rebuild the durable state found in it."""
+        engine = DiskEngine(data_dir)
+        try:
+            definitions = engine.load_definitions()
+            self.users = UserDirectory(merge_users(self.settings.users,
+                                                   definitions.get("users", [])))
+            names = dict.fromkeys([*self.settings.vhosts, *definitions.get("vhosts", [])])
+            self.vhosts = {name: VHost(name, engine) for name in names}
+            started = time.monotonic()
+            restore(engine, definitions, self.vhosts)
+            log.info("recovery of %s took %.2f s", data_dir, time.monotonic() - started)
+        except BaseException:
+            engine.close()
+            raise
+        engine.set_definitions_source(lambda: snapshot(self.vhosts, self.users.all()))
+        engine.definitions_changed()  # the configured vhosts and users become durable too
+        self.store = engine
+
     async def start(self) -> None:
-        """Listen; return once connections are accepted."""
+        """Recover the data directory if there is one, then listen; return once connections
+        are accepted."""
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        context = ServerContext(self.settings, self.vhosts, self.users, self.connections)
+        if self.settings.data_dir is not None and not isinstance(self.store, DiskEngine):
+            self._open_data_dir(self.settings.data_dir)
+        context = self._context = ServerContext(self.settings, self.vhosts, self.users,
+                                                self.connections)
         try:
             self._server = await self._loop.create_server(
                 lambda: Connection(context), self.settings.host, self.settings.port,
                 reuse_address=True, backlog=1024,
             )
         except OSError as err:
+            self.store.close()
             reason = os.strerror(err.errno).lower() if err.errno else str(err)
             raise ListenError(f"cannot listen on {self.settings.host}:{self.settings.port}: "
                               f"{reason}") from err
         self.port = self._server.sockets[0].getsockname()[1]
+        self.monitor = ResourceMonitor(
+            self._alarms_changed, data_dir=self.settings.data_dir,
+            disk_free_limit=self.settings.disk_free_limit,
+            memory_limit=int(physical_memory() * self.settings.memory_high_watermark),
+        )
+        self.monitor.start()
         log.info("Leveret broker listening on %s:%d", self.settings.host, self.port)
+
+    def _alarms_changed(self, alarms: frozenset[str]) -> None:
+        reason = "; ".join(sorted(alarms)) or None
+        if self._context is not None:
+            self._context.alarm = reason
+        for conn in list(self.connections):
+            conn.set_blocked(reason)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop listening, close every connection with 320 CONNECTION_FORCED, and wait."""
         if self._server is None:
             return
         self._server.close()
+        if self.monitor is not None:
+            self.monitor.stop()
         connections = list(self.connections)
         for conn in connections:
             conn.force_close("shutdown")
@@ -191,10 +237,12 @@ class Broker:
         found = self.vhosts.get(name)
         if found is None:
             found = self.vhosts[name] = VHost(name, self.store)
+            self.store.definitions_changed()
         user = self.users.get(grant) if grant else None
         if user is not None and name not in user.permissions:
             permissions = {**user.permissions, name: Permission()}
             self.users.add(dataclasses.replace(user, permissions=permissions))
+            self.store.definitions_changed()
         return found
 
     def delete_vhost(self, name: str) -> None:
@@ -210,6 +258,7 @@ class Broker:
                 conn.force_close(f"vhost '{name}' is deleted")
         for queue in list(vhost.queues.values()):
             vhost.remove_queue(queue)
+        self.store.definitions_changed()
 
     def _off_loop(self) -> bool:
         if self._loop is None or self._thread is None:

@@ -20,6 +20,7 @@ from leveret.amqp.auth import hash_password
 from leveret.broker import Broker, ListenError, new_event_loop
 from leveret.config import LOG_LEVELS, Settings, load_settings
 from leveret.errors import ConfigError
+from leveret.store.base import StoreError
 
 log = logging.getLogger("leveret")
 
@@ -72,7 +73,7 @@ async def serve(settings: Settings) -> int:
     broker = Broker(settings=settings)
     try:
         await broker.start()
-    except ListenError as err:
+    except (ListenError, StoreError) as err:
         print(f"leveret: error: {err}", file=sys.stderr)
         return 1
     loop = asyncio.get_running_loop()
@@ -85,10 +86,8 @@ async def serve(settings: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shut_down, sig.name)
-    if settings.data_dir is not None:
-        log.warning("--data-dir %s is not used yet: durable storage is not implemented, "
-                    "every message is kept in memory only", settings.data_dir)
-    storage = "messages in memory only"
+    storage = ("messages in memory only" if settings.data_dir is None
+               else f"data dir {settings.data_dir}")
     print(f"leveret {__version__} ready: amqp://{settings.host}:{broker.port} "
           f"(vhosts: {', '.join(broker.vhosts)}; {storage})", flush=True)
     await broker.wait_stopped()

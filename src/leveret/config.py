@@ -39,6 +39,8 @@ class Settings:
     channel_max: int = 2047
     max_message_size: int = 128 * MIB
     handshake_timeout: float = 10.0
+    disk_free_limit: int = 1024 * MIB
+    memory_high_watermark: float = 0.4
     vhosts: tuple[str, ...] = (DEFAULT_VHOST,)
     users: tuple[User, ...] = field(default_factory=_guest)
 
@@ -54,6 +56,11 @@ class Settings:
             raise ConfigError(f"channel_max must be between 1 and 65535, got {self.channel_max}")
         if not 0 <= self.heartbeat <= 65535:
             raise ConfigError(f"heartbeat must be between 0 and 65535, got {self.heartbeat}")
+        if not 0 < self.memory_high_watermark <= 1:
+            raise ConfigError("memory_high_watermark is a fraction of physical memory, "
+                              f"between 0 and 1; got {self.memory_high_watermark}")
+        if self.disk_free_limit < 0:
+            raise ConfigError(f"disk_free_limit must be positive, got {self.disk_free_limit}")
         if not 0 < self.max_message_size <= 512 * MIB:
             raise ConfigError("max_message_size must be between 1 byte and 512 MiB, "
                               f"got {self.max_message_size}")
@@ -91,9 +98,13 @@ def _build(values: dict[str, Any]) -> Settings:
             values["port"] = int(values["port"])
         if values.get("data_dir") is not None:
             values["data_dir"] = Path(values["data_dir"])
-        for key in ("heartbeat", "frame_max", "channel_max", "max_message_size"):
+        for key in ("heartbeat", "frame_max", "channel_max", "max_message_size",
+                    "disk_free_limit"):
             if key in values:
                 values[key] = int(values[key])
+        for key in ("handshake_timeout", "memory_high_watermark"):
+            if key in values:
+                values[key] = float(values[key])
         if "log_level" in values:
             values["log_level"] = str(values["log_level"]).lower()
     except (TypeError, ValueError) as err:

@@ -147,7 +147,7 @@ def test_round_trip_of_decoded_values(wire: bytes, expected: Any) -> None:
         pytest.param({1, 2}, "cannot encode set in a field table", id="set"),
         pytest.param(object(), "cannot encode object in a field table", id="object"),
         pytest.param(1j, "cannot encode complex in a field table", id="complex"),
-        pytest.param(2**64 - 2, "does not fit in 64 bits", id="uint64"),
+        pytest.param(2**64, "does not fit in 64 bits", id="beyond-uint64"),
         pytest.param(-(2**63) - 1, "does not fit in 64 bits", id="int-too-small"),
         pytest.param(Decimal("NaN"), "cannot be encoded", id="decimal-nan"),
         pytest.param(Decimal("1E+3"), "cannot be encoded", id="decimal-positive-exponent"),
@@ -353,3 +353,11 @@ def test_property_decode_inverts_encode(table: dict[str, Any]) -> None:
     decoded, end = decode_table(data)
     assert end == len(data)
     assert _same(decoded, table), (decoded, table)
+
+
+def test_unsigned_64_bit_integers_round_trip_as_l_upper() -> None:
+    # An 'L' decodes to an int up to 2**64 - 1; it must encode back to 'L' (durable arguments).
+    data = b"\x00\x00\x00\x0b\x01aL\xff\xff\xff\xff\xff\xff\xff\xfe"
+    table, _ = decode_table(data)
+    assert table == {"a": 2**64 - 2}
+    assert encode_table(table) == data

@@ -94,6 +94,9 @@ class UserDirectory:
     def add(self, user: User) -> None:
         self._users[user.name] = user
 
+    def all(self) -> list[User]:
+        return list(self._users.values())
+
     def authenticate(self, mechanism: str, response: bytes, *, from_loopback: bool) -> User:
         """Return the user the SASL response proves, or raise LoginRefused (403)."""
         if mechanism not in MECHANISMS:

@@ -11,7 +11,7 @@ into Channel.Close (connection errors propagate to the connection).
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -82,9 +82,14 @@ class Channel:
         self._released = False
         self.last_queue = ""
         self._allowed: set[tuple[str, str, str]] = set()
+        self._store = vhost.store
         self._confirm = False
         self._publish_seq = 0
         self._confirmed = 0
+        # Confirmable publishes waiting for the disk: (publish seq, store batch), in order.
+        self._unconfirmed: deque[tuple[int, int]] = deque()
+        self._awaited_ticket = 0
+        self._store_failed = False
         self._tx: Transaction | None = None
         # The message being received: Basic.Publish, then a header, then body frames.
         self._publishing: tuple[Exchange, str, bool] | None = None
@@ -120,7 +125,11 @@ class Channel:
                 handler = _HANDLERS.get(type(method))
                 if handler is None:  # a connection method, or one only a server sends
                     raise CommandInvalid("unimplemented method")
+                changes = self._store.changes
                 handler(self, method)
+                if self._store.changes != changes:
+                    # A durable definition changed: its reply waits until it is on disk.
+                    self.conn.hold_until_durable(self._store, self._store.ticket())
         except ChannelError as err:
             self._fail(err, int.from_bytes(head, "big"))
 
@@ -230,12 +239,30 @@ class Channel:
         if self._tx is not None:
             self._tx.publishes.append((exchange, mandatory, message))
             return
-        self._route(exchange, mandatory, message)
+        stored = self._route(exchange, mandatory, message)
         if self._confirm:
             self._publish_seq += 1
+            if stored:
+                self._confirm_when_durable()
             self.conn.confirm_later(self)
 
-    def _route(self, exchange: Exchange, mandatory: bool, message: Message) -> None:
+    def _confirm_when_durable(self) -> None:
+        """The last publish reached the disk store: its confirm waits for the commit."""
+        ticket = self._store.ticket()
+        if ticket <= self._store.durable_ticket:
+            return
+        self._unconfirmed.append((self._publish_seq, ticket))
+        if ticket != self._awaited_ticket:
+            self._awaited_ticket = ticket
+            self._store.when_durable(ticket, self._on_durable)
+
+    def _on_durable(self, ok: bool) -> None:
+        if not ok:
+            self._store_failed = True
+        self.conn.confirm_later(self)
+
+    def _route(self, exchange: Exchange, mandatory: bool, message: Message) -> bool:
+        """Route and enqueue; return True if a durable queue now holds a persistent copy."""
         try:
             queues = self.vhost.route(exchange, message)
         except PropertiesError as err:
@@ -248,17 +275,34 @@ class Channel:
                     *framing.content_frames(self.id, message.properties, message.body,
                                             self.conn.frame_max),
                 ])
-            return
+            return False
+        stored = False
         for queue in queues:
             queue.publish(message)
+            stored = stored or queue.durable
+        return stored and message.persistent
 
-    def take_confirms(self) -> bytes | None:
-        """The Basic.Ack covering every publish confirmed since the last call, if any."""
-        if self._publish_seq == self._confirmed or self.closing:
-            return None
-        multiple = self._publish_seq - self._confirmed > 1
-        self._confirmed = self._publish_seq
-        return framing.confirm_frame(self.id, self._publish_seq, multiple)
+    def take_confirms(self) -> list[bytes]:
+        """Basic.Ack (and, if the store failed, Basic.Nack) frames for every publish settled
+        since the last call: acks cover publishes up to the first still waiting for the disk."""
+        if self.closing or self._publish_seq == self._confirmed:
+            return []
+        durable = self._store.durable_ticket
+        waiting = self._unconfirmed
+        while waiting and waiting[0][1] <= durable:
+            waiting.popleft()
+        frames = []
+        upto = waiting[0][0] - 1 if waiting else self._publish_seq
+        if upto > self._confirmed:
+            frames.append(framing.confirm_frame(self.id, upto, upto - self._confirmed > 1))
+            self._confirmed = upto
+        if self._store_failed and waiting:  # never to be durable: say so
+            waiting.clear()
+            frames.append(framing.confirm_frame(self.id, self._publish_seq,
+                                                self._publish_seq - self._confirmed > 1,
+                                                ack=False))
+            self._confirmed = self._publish_seq
+        return frames
 
     # -- delivering (the ConsumerChannel protocol of core.queue) -----------------------
 
@@ -516,11 +560,14 @@ class Channel:
     def on_tx_commit(self, method: commands.Tx.Commit) -> None:
         tx = self._transaction()
         self._tx = Transaction()
+        stored = False
         for exchange, mandatory, message in tx.publishes:
-            self._route(exchange, mandatory, message)
+            stored = self._route(exchange, mandatory, message) or stored
         self._settle(tx.acks)
         self._requeue(tx.requeues)
         self._settle(tx.drops)
+        if stored:  # commit-ok (and what follows it) waits until the messages are on disk
+            self.conn.hold_until_durable(self._store, self._store.ticket())
         self.conn.send_method(self.id, commands.Tx.CommitOk())
 
     def on_tx_rollback(self, method: commands.Tx.Rollback) -> None:

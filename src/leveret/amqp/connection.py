@@ -42,6 +42,7 @@ from leveret.errors import (
     NotAllowed,
     UnexpectedFrame,
 )
+from leveret.store.base import MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ CAPABILITIES = {
 CLOSE_OK_TIMEOUT = 3.0
 
 
+_PUBLISH = framing.PUBLISH.to_bytes(4, "big")
 _RUNNING_METHODS = (commands.Connection.Close, commands.Connection.CloseOk,
                     commands.Connection.UpdateSecret)
 
@@ -86,6 +88,7 @@ class ServerContext:
     vhosts: Mapping[str, VHost]
     users: UserDirectory
     connections: set[Connection]
+    alarm: str | None = None  # the active resource alarms, when any
 
 
 class Connection(asyncio.Protocol):
@@ -109,10 +112,14 @@ class Connection(asyncio.Protocol):
         self.writable = True
         self._buffer = bytearray()
         self._discard_input = False
+        self.publish_blocked = False
+        self._told_blocked = False
+        self._reading_paused = False
         self._method_index = 0  # class and method of the frame being handled, for Close
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._confirming: set[Channel] = set()
+        self._holds = 0
         self._heard = True
         self._sent = False
         self._missed = 0
@@ -172,8 +179,12 @@ class Connection(asyncio.Protocol):
         self._heard = True
         if self._discard_input:
             return
+        self._buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        """Handle every complete frame in the buffer (until reading is paused)."""
         buf = self._buffer
-        buf += data
         if self.state is State.AWAIT_HEADER and not self._on_protocol_header():
             return
         pos = 0
@@ -198,6 +209,10 @@ class Connection(asyncio.Protocol):
                         f"{{invalid_frame_end_marker,{buf[end]}}}"
                     ))
                     return
+                if self.publish_blocked and frame_type == framing.FRAME_METHOD and \
+                        buf[pos + 7 : pos + 11] == _PUBLISH:
+                    self._pause_reading()  # the publish waits in the buffer for the alarm
+                    break
                 payload = bytes(buf[pos + 7 : end])
                 pos = end + 1
                 self._method_index = 0
@@ -209,6 +224,34 @@ class Connection(asyncio.Protocol):
             self._fail(InternalError(f"{type(err).__name__}: {err}"))
         finally:
             del buf[:pos]
+
+    # -- resource alarms --------------------------------------------------------------
+
+    def set_blocked(self, reason: str | None) -> None:
+        """A resource alarm started (``reason``) or ended (None): block or unblock publishing."""
+        if self.state is not State.OPEN:
+            return
+        if reason is not None and not self.publish_blocked:
+            self.publish_blocked = True
+            if self.client_capability("connection.blocked"):
+                self.send_method(0, commands.Connection.Blocked(reason=reason[:255]))
+                self._told_blocked = True
+        elif reason is None and self.publish_blocked:
+            self.publish_blocked = False
+            if self._told_blocked:
+                self.send_method(0, commands.Connection.Unblocked())
+                self._told_blocked = False
+            if self._reading_paused and self.transport is not None:
+                self._reading_paused = False
+                self.transport.resume_reading()
+                self.loop.call_soon(self._process)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+            log.info("connection %s blocked: a publish waits for the resource alarm to clear",
+                     self.name)
 
     def _lose_framing(self, error: FrameError) -> None:
         """Frame boundaries are lost: nothing more can be parsed, not even a Close-Ok."""
@@ -240,13 +283,33 @@ class Connection(asyncio.Protocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def hold_until_durable(self, store: MessageStore, ticket: int) -> None:
+        """Write nothing sent from now on until batch ``ticket`` of ``store`` is on disk.
+
+        A declare-ok or commit-ok promises durability; so it, and everything after it on this
+        connection, waits for the commit. What was sent before goes out now.
+        """
+        if ticket <= store.durable_ticket:
+            return
+        self._flush()
+        self._holds += 1
+        store.when_durable(ticket, self._release_hold)
+
+    def _release_hold(self, ok: bool) -> None:
+        self._holds -= 1
+        if not ok:
+            self.close(541, "INTERNAL_ERROR - the message store failed; see the broker log")
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._holds:
+            return  # `_release_hold` flushes once the disk has caught up
         if self._confirming:
             for channel in self._confirming:
-                frame = channel.take_confirms()
-                if frame is not None:
-                    self._out.append(frame)
+                self._out += channel.take_confirms()
             self._confirming.clear()
         if self._out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._out))
@@ -417,6 +480,8 @@ class Connection(asyncio.Protocol):
         if self.heartbeat:
             self._schedule_heartbeat()
         self.send_method(0, commands.Connection.OpenOk())
+        if self.server.alarm is not None:
+            self.set_blocked(self.server.alarm)
         log.info("connection %s authenticated as '%s', vhost '%s'%s", self.peer,
                  self.user.name, vhost.name, self._client_label())
 

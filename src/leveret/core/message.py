@@ -177,12 +177,13 @@ def _read_shortstr(raw: bytes, pos: int) -> tuple[str, int]:
 class Entry:
     """A message's place in one queue: the per-queue state a fanout copy does not share."""
 
-    __slots__ = ("message", "redelivered", "seq")
+    __slots__ = ("message", "position", "redelivered", "seq")
 
     def __init__(self, message: Message, seq: int, redelivered: bool = False) -> None:
         self.message = message
         self.seq = seq
         self.redelivered = redelivered
+        self.position = -1  # where a disk store keeps it: segment id << 32 | offset
 
     def __repr__(self) -> str:
         return f"Entry(seq={self.seq}, redelivered={self.redelivered}, message={self.message!r})"

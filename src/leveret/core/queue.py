@@ -87,6 +87,7 @@ class Queue:
         auto_delete: bool = False,
         arguments: FieldTable | None = None,
         store: QueueStore | None = None,
+        next_seq: int = 0,
     ) -> None:
         self.name = name
         self.durable = durable
@@ -99,7 +100,7 @@ class Queue:
         self._consumers: deque[Consumer] = deque()
         self._exclusive_consumer: Consumer | None = None
         self._had_consumer = False
-        self._next_seq = 0
+        self._next_seq = next_seq
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={len(self._ready)} unacked={self.unacked_count}>"

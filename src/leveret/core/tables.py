@@ -196,6 +196,8 @@ def encode_value(value: FieldValue) -> bytes:
             return b"I" + _FIXED[ord("I")].pack(value)
         if -(2**63) <= value < 2**63:
             return b"l" + _FIXED[ord("l")].pack(value)
+        if 0 <= value < 2**64:  # what an 'L' decodes to, so it round-trips
+            return b"L" + _FIXED[ord("L")].pack(value)
         raise TableError(f"integer {value} does not fit in 64 bits")
     if isinstance(value, float):
         return b"d" + _FIXED[ord("d")].pack(value)

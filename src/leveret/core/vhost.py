@@ -29,7 +29,7 @@ from leveret.core.exchanges import (
 )
 from leveret.core.message import Message
 from leveret.core.queue import Consumer, Queue
-from leveret.core.tables import FieldTable
+from leveret.core.tables import FieldTable, TableError, encode_table
 from leveret.errors import (
     AccessRefused,
     CommandInvalid,
@@ -37,7 +37,7 @@ from leveret.errors import (
     PreconditionFailed,
     ResourceLocked,
 )
-from leveret.store.base import MessageStore
+from leveret.store.base import MessageStore, QueueStore
 from leveret.store.memory import MemoryMessageStore
 
 _NOBODY = object()  # an owner no queue has: forces the exclusive-access error
@@ -134,11 +134,15 @@ class VHost:
         if existing is None:
             if name.startswith("amq."):
                 raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+            if durable:
+                _check_storable(arguments, f"exchange '{name}' in vhost '{self.name}'")
             exchange = exchange_type(
                 name, durable=durable, auto_delete=auto_delete, internal=internal,
                 arguments=arguments,
             )
             self.exchanges[name] = exchange
+            if durable:
+                self.store.definitions_changed()
             return exchange
         self._assert_exchange_equivalent(existing, type_name, durable, auto_delete, internal)
         assert_exchange_equivalent(name, self.name, existing.arguments, arguments)
@@ -176,6 +180,8 @@ class VHost:
     def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
         exchange.deleted = True
+        if exchange.durable:
+            self.store.definitions_changed()
         for binding in exchange.bindings():
             exchange.unbind(binding)
             self._forget_source(binding.destination, exchange)
@@ -213,10 +219,16 @@ class VHost:
             name, self.name, arguments, durable=durable, exclusive=exclusive,
             auto_delete=auto_delete,
         )
+        # An exclusive queue dies with its connection, so it is never written to disk.
+        exclusive_owner = owner if exclusive else None
+        persist = durable and exclusive_owner is None
+        encoded = _check_storable(arguments, f"queue '{name}' in vhost '{self.name}'") \
+            if persist else b""
         queue = Queue(
-            name, durable=durable, exclusive_owner=owner if exclusive else None,
+            name, durable=durable, exclusive_owner=exclusive_owner,
             auto_delete=auto_delete, arguments=arguments,
-            store=self.store.open_queue(self.name, name, durable=durable),
+            store=self.store.open_queue(self.name, name, durable=persist,
+                                        auto_delete=auto_delete, arguments=encoded),
         )
         self.queues[name] = queue
         if queue.exclusive_owner is not None:
@@ -255,6 +267,8 @@ class VHost:
             return 0
         count = queue.message_count
         del self.queues[queue.name]
+        if queue.durable:
+            self.store.definitions_changed()
         if queue.exclusive_owner is not None:
             owned = self._owned.get(queue.exclusive_owner, {})
             owned.pop(queue.name, None)
@@ -321,14 +335,21 @@ class VHost:
         self, exchange: Exchange, dest: Queue | Exchange, routing_key: str, arguments: FieldTable
     ) -> None:
         exchange.validate_binding(arguments)
+        durable = exchange.durable and dest.durable
+        if durable:
+            _check_storable(arguments, f"a binding in vhost '{self.name}'")
         if exchange.bind(Binding.make(dest, routing_key, arguments)):
             self._sources.setdefault(id(dest), {})[exchange.name] = exchange
+            if durable:
+                self.store.definitions_changed()
 
     def _unbind(
         self, exchange: Exchange, dest: Queue | Exchange, routing_key: str, arguments: FieldTable
     ) -> None:
         if not exchange.unbind(Binding.make(dest, routing_key, arguments)):
             return  # RabbitMQ answers unbind-ok for a binding that does not exist
+        if exchange.durable and dest.durable:
+            self.store.definitions_changed()
         if not any(b.destination is dest for b in exchange.bindings()):
             self._forget_source(dest, exchange)
         self._auto_delete(exchange)
@@ -381,6 +402,35 @@ class VHost:
         name = exchange.alternate_exchange
         return self.exchanges.get(name) if name is not None else None
 
+    # -- recovery ---------------------------------------------------------------------
+
+    def restore_exchange(self, name: str, type_name: str, *, auto_delete: bool, internal: bool,
+                         arguments: FieldTable) -> None:
+        """Recreate a durable exchange found on disk (no checks, no definitions change)."""
+        exchange_type = EXCHANGE_TYPES.get(type_name)
+        if exchange_type is None or name in self.exchanges:
+            raise ValueError(f"cannot restore exchange {name!r} of type {type_name!r}")
+        self.exchanges[name] = exchange_type(name, durable=True, auto_delete=auto_delete,
+                                             internal=internal, arguments=arguments)
+
+    def restore_queue(self, name: str, *, auto_delete: bool, arguments: FieldTable,
+                      store: QueueStore, next_seq: int) -> Queue:
+        """Recreate a durable queue around the store recovery built for it."""
+        queue = Queue(name, durable=True, auto_delete=auto_delete, arguments=arguments,
+                      store=store, next_seq=next_seq)
+        self.queues[name] = queue
+        return queue
+
+    def restore_binding(self, source: str, destination: str, kind: str, routing_key: str,
+                        arguments: FieldTable) -> None:
+        exchange = self.exchanges.get(source)
+        dest = (self.queues if kind == "queue" else self.exchanges).get(destination)
+        if exchange is None or dest is None:
+            raise ValueError(f"binding from {source!r} to {kind} {destination!r}: "
+                             "one end no longer exists")
+        if exchange.bind(Binding.make(dest, routing_key, arguments)):
+            self._sources.setdefault(id(dest), {})[exchange.name] = exchange
+
     # -- consumers --------------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer) -> None:
@@ -399,6 +449,14 @@ class VHost:
     def remove_consumers(self, consumers: Iterable[Consumer]) -> None:
         for consumer in consumers:
             self.remove_consumer(consumer)
+
+
+def _check_storable(arguments: FieldTable, what: str) -> bytes:
+    """The encoded argument table of a durable entity; 406 if it cannot be written."""
+    try:
+        return encode_table(arguments)
+    except TableError as err:
+        raise PreconditionFailed(f"arguments of {what} cannot be stored: {err}") from err
 
 
 def _show(value: Any) -> str:

@@ -58,13 +58,32 @@ class QueueStore(Protocol):
 
 
 class MessageStore(Protocol):
-    """Opens the store of each queue and reports when writes are durable."""
+    """Opens the store of each queue and reports when writes are durable.
 
-    def open_queue(self, vhost: str, name: str, *, durable: bool) -> QueueStore:
+    Writes are grouped in numbered batches. `ticket()` names the batch that will commit
+    everything stored so far; `durable_ticket` is the last batch on disk. A publisher confirm
+    for a message stored in batch 7 waits until `durable_ticket >= 7`.
+    """
+
+    durable_ticket: int
+    changes: int
+    """Counts changes to durable definitions (queues, exchanges, bindings, vhosts, users)."""
+
+    def open_queue(self, vhost: str, name: str, *, durable: bool, auto_delete: bool = False,
+                   arguments: bytes = b"") -> QueueStore:
+        """A new queue's store; ``arguments`` is its encoded argument table."""
         ...
 
-    def when_durable(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once everything stored so far is durable."""
+    def ticket(self) -> int:
+        ...
+
+    def when_durable(self, ticket: int, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(True)`` once batch ``ticket`` is durable, ``callback(False)`` if the
+        store failed and it never will be."""
+        ...
+
+    def definitions_changed(self) -> None:
+        """A durable queue, exchange, binding, vhost or user changed: save the definitions."""
         ...
 
     def close(self) -> None:

@@ -60,11 +60,21 @@ class MemoryQueueStore:
 class MemoryMessageStore:
     """Opens memory queue stores; everything is "durable" at once because nothing is."""
 
-    def open_queue(self, vhost: str, name: str, *, durable: bool) -> MemoryQueueStore:
+    durable_ticket = 0
+    changes = 0
+
+    def open_queue(self, vhost: str, name: str, *, durable: bool, auto_delete: bool = False,
+                   arguments: bytes = b"") -> MemoryQueueStore:
         return MemoryQueueStore()
 
-    def when_durable(self, callback: Callable[[], None]) -> None:
-        callback()
+    def ticket(self) -> int:
+        return 0
+
+    def when_durable(self, ticket: int, callback: Callable[[bool], None]) -> None:
+        callback(True)
+
+    def definitions_changed(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
