@@ -286,12 +286,11 @@ class Connection(asyncio.Protocol):
     def hold_until_durable(self, store: MessageStore, ticket: int) -> None:
         """Write nothing sent from now on until batch ``ticket`` of ``store`` is on disk.
 
-        A declare-ok or commit-ok promises durability; so it, and everything after it on this
-        connection, waits for the commit. What was sent before goes out now.
+        A declare-ok or commit-ok promises durability; so it, and everything queued with it on
+        this connection, waits for the commit.
         """
         if ticket <= store.durable_ticket:
             return
-        self._flush()
         self._holds += 1
         store.when_durable(ticket, self._release_hold)
 
