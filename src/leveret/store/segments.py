@@ -251,8 +251,11 @@ class DiskQueueStore:
         segment.ack_pending += records.encode_ack(records.ACK, entry.position & 0xFFFFFFFF)
         segment.live -= 1
         self._engine.touch(segment)
-        if segment.live == 0 and segment is not self._active:
-            self._drop_segment(segment)
+        if segment.live == 0:
+            if segment is not self._active:
+                self._drop_segment(segment)
+            elif segment.size >= SEGMENT_SIZE // 8:
+                self._roll()  # give a drained queue's space back without waiting for appends
 
     def purge(self) -> int:
         count = self._count
