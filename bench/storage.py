@@ -5,7 +5,7 @@ queue of a `leveret serve --data-dir` process, sampling the broker's resident me
 with SIGKILL and times the restart (recovery); then drains the queue with a consumer (prefetch
 500, manual acks), sampling memory again and checking every message arrives exactly once.
 
-    .venv/bin/python bench/storage.py --messages 2000000 [--runs 1] [--out docs/benchmarks-storage.json]
+    .venv/bin/python bench/storage.py --messages 2000000 [--runs 3] [--out results.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import loadgen  # noqa: E402
+import loadgen
 
 
 def free_port() -> int:
