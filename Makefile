@@ -3,20 +3,31 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Debian packages the captioning tests use: flite speaks the test fixtures, chromium runs the
+# browser test. Installed only where missing (the machines here run as root).
+DEBS := flite chromium
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-captioning lint bench clean debs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,captioning]'
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(VENV)/bin/leveret serve
+debs:
+	@command -v flite >/dev/null && command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $(DEBS) >/dev/null; }
 
-test: $(STAMP)
+run: $(STAMP)
+	$(VENV)/bin/captioning up
+
+test: $(STAMP) debs
 	$(PY) -m pytest
+
+test-captioning: $(STAMP) debs
+	$(PY) -m pytest tests/captioning
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples
