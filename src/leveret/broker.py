@@ -29,6 +29,7 @@ from leveret.alarms import ResourceMonitor, physical_memory
 from leveret.amqp.auth import Permission, UserDirectory
 from leveret.amqp.connection import Connection, ServerContext
 from leveret.config import Settings
+from leveret.core.timers import Scheduler
 from leveret.core.vhost import VHost
 from leveret.durability import merge_users, restore, snapshot
 from leveret.errors import LeveretError
@@ -70,7 +71,8 @@ class Broker:
         self.settings = settings
         self.users = UserDirectory(settings.users)
         self.store: MessageStore = MemoryMessageStore()
-        self.vhosts: dict[str, VHost] = {name: VHost(name, self.store)
+        self.scheduler = Scheduler()
+        self.vhosts: dict[str, VHost] = {name: self._new_vhost(name)
                                          for name in settings.vhosts}
         self.connections: set[Connection] = set()
         self.port: int | None = None
@@ -98,6 +100,9 @@ class Broker:
 
     # -- asyncio use ------------------------------------------------------------------
 
+    def _new_vhost(self, name: str) -> VHost:
+        return VHost(name, self.store, self.scheduler, self.settings.policies)
+
     def _open_data_dir(self, data_dir: Path) -> None:
         """Take the data directory and rebuild the durable state found in it."""
         engine = DiskEngine(data_dir)
@@ -106,11 +111,13 @@ class Broker:
             self.users = UserDirectory(merge_users(self.settings.users,
                                                    definitions.get("users", [])))
             names = dict.fromkeys([*self.settings.vhosts, *definitions.get("vhosts", [])])
-            self.vhosts = {name: VHost(name, engine) for name in names}
+            self.store = engine
+            self.vhosts = {name: self._new_vhost(name) for name in names}
             started = time.monotonic()
-            restore(engine, definitions, self.vhosts)
+            restore(engine, definitions, self.vhosts, self._new_vhost)
             log.info("recovery of %s took %.2f s", data_dir, time.monotonic() - started)
         except BaseException:
+            self.store = MemoryMessageStore()
             engine.close()
             raise
         engine.set_definitions_source(lambda: snapshot(self.vhosts, self.users.all()))
@@ -236,7 +243,7 @@ class Broker:
             return vhost
         found = self.vhosts.get(name)
         if found is None:
-            found = self.vhosts[name] = VHost(name, self.store)
+            found = self.vhosts[name] = self._new_vhost(name)
             self.store.definitions_changed()
         user = self.users.get(grant) if grant else None
         if user is not None and name not in user.permissions:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from leveret.amqp.auth import Permission, User, hash_password
+from leveret.core.arguments import POLICY_KEYS, Policy
 from leveret.errors import ConfigError
 
 MIB = 1024 * 1024
@@ -41,8 +42,10 @@ class Settings:
     handshake_timeout: float = 10.0
     disk_free_limit: int = 1024 * MIB
     memory_high_watermark: float = 0.4
+    consumer_timeout: int = 1_800_000  # ms a delivery may stay unacknowledged; 0: no limit
     vhosts: tuple[str, ...] = (DEFAULT_VHOST,)
     users: tuple[User, ...] = field(default_factory=_guest)
+    policies: tuple[Policy, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -67,7 +70,7 @@ class Settings:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_SERVER_KEYS = {f.name for f in fields(Settings)} - {"users", "vhosts"}
+_SERVER_KEYS = {f.name for f in fields(Settings)} - {"users", "vhosts", "policies"}
 _ENV = {"host": "LEVERET_HOST", "port": "LEVERET_PORT", "data_dir": "LEVERET_DATA_DIR",
         "log_level": "LEVERET_LOG_LEVEL"}
 
@@ -99,7 +102,7 @@ def _build(values: dict[str, Any]) -> Settings:
         if values.get("data_dir") is not None:
             values["data_dir"] = Path(values["data_dir"])
         for key in ("heartbeat", "frame_max", "channel_max", "max_message_size",
-                    "disk_free_limit"):
+                    "disk_free_limit", "consumer_timeout"):
             if key in values:
                 values[key] = int(values[key])
         for key in ("handshake_timeout", "memory_high_watermark"):
@@ -119,7 +122,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
-    unknown = set(document) - {"server", "vhosts", "users"}
+    unknown = set(document) - {"server", "vhosts", "users", "policies"}
     if unknown:
         raise ConfigError(f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}")
     server = document.get("server", {})
@@ -138,7 +141,42 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"config file {path}: users must be an array of tables "
                               "([[users]])")
         values["users"] = tuple(_user(path, spec) for spec in document["users"])
+    if "policies" in document:
+        if not isinstance(document["policies"], list):
+            raise ConfigError(f"config file {path}: policies must be an array of tables "
+                              "([[policies]])")
+        values["policies"] = tuple(_policy(path, spec) for spec in document["policies"])
     return values
+
+
+def _policy(path: Path, spec: Any) -> Policy:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ConfigError(f"config file {path}: every [[policies]] entry needs a name")
+    name = spec["name"]
+    unknown = set(spec) - {"name", "pattern", "definition", "vhost", "priority", "apply_to"}
+    if unknown:
+        raise ConfigError(f"config file {path}: policy {name!r}: unknown key(s) "
+                          f"{', '.join(sorted(unknown))}")
+    pattern, definition = spec.get("pattern"), spec.get("definition")
+    if not isinstance(pattern, str) or not isinstance(definition, dict):
+        raise ConfigError(f"config file {path}: policy {name!r} needs a pattern and a "
+                          "definition table")
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        raise ConfigError(f"config file {path}: policy {name!r}: pattern {pattern!r} is not "
+                          f"a regular expression: {err}") from err
+    bad = set(definition) - set(POLICY_KEYS)
+    if bad:
+        raise ConfigError(f"config file {path}: policy {name!r}: unsupported key(s) "
+                          f"{', '.join(sorted(bad))}; supported: "
+                          f"{', '.join(sorted(POLICY_KEYS))}")
+    apply_to = spec.get("apply_to", "queues")
+    if apply_to not in ("queues", "all"):
+        raise ConfigError(f"config file {path}: policy {name!r}: apply_to must be queues or "
+                          "all")
+    return Policy(name, pattern, definition, str(spec.get("vhost", DEFAULT_VHOST)),
+                  int(spec.get("priority", 0)), apply_to)
 
 
 def _user(path: Path, spec: Any) -> User:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from leveret.amqp.auth import Permission, User
@@ -89,7 +89,7 @@ def merge_users(configured: Iterable[User], stored: Iterable[Mapping[str, Any]])
 
 
 def restore(engine: DiskEngine, definitions: Mapping[str, Any],
-            vhosts: dict[str, VHost]) -> None:
+            vhosts: dict[str, VHost], new_vhost: Callable[[str], VHost]) -> None:
     """Rebuild durable exchanges, queues (with their messages) and bindings into ``vhosts``.
 
     Anything that cannot be restored is logged and skipped: a damaged definition never stops
@@ -108,7 +108,7 @@ def restore(engine: DiskEngine, definitions: Mapping[str, Any],
     for meta, store, recovered in engine.recover_queues():
         vhost = vhosts.get(meta["vhost"])
         if vhost is None:
-            vhost = vhosts[meta["vhost"]] = VHost(meta["vhost"], engine)
+            vhost = vhosts[meta["vhost"]] = new_vhost(meta["vhost"])
             log.warning("vhost %r recreated for its durable queue %r", meta["vhost"],
                         meta["name"])
         vhost.restore_queue(meta["name"], auto_delete=meta["auto_delete"],

@@ -103,7 +103,7 @@ def test_default_exchange_routes_by_queue_name() -> None:
 def test_exchange_types_registry() -> None:
     assert {name: cls.__name__ for name, cls in EXCHANGE_TYPES.items()} == {
         "direct": "DirectExchange", "fanout": "FanoutExchange", "topic": "TopicExchange",
-        "headers": "HeadersExchange",
+        "headers": "HeadersExchange", "x-delayed-message": "delayed_message_exchange",
     }
 
 

@@ -10,6 +10,7 @@ into Channel.Close (connection errors propagate to the connection).
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -19,9 +20,11 @@ from pamqp import commands
 
 from leveret.amqp import framing, topology
 from leveret.amqp.auth import User
+from leveret.core.delays import delay_of
 from leveret.core.exchanges import Exchange
-from leveret.core.message import Entry, Message, PropertiesError
+from leveret.core.message import Entry, Message, PropertiesError, expiration_problem
 from leveret.core.queue import Consumer, Queue
+from leveret.core.timers import Timer
 from leveret.core.vhost import VHost, server_generated_name
 from leveret.errors import (
     AccessRefused,
@@ -83,11 +86,16 @@ class Channel:
         self.last_queue = ""
         self._allowed: set[tuple[str, str, str]] = set()
         self._store = vhost.store
+        self._scheduler = vhost.scheduler
+        self._timeout_ms = conn.settings.consumer_timeout
+        self._deadlines: list[tuple[float, int, int]] = []  # (deadline, delivery tag, ms)
+        self._timeout_timer: Timer | None = None
         self._confirm = False
         self._publish_seq = 0
         self._confirmed = 0
-        # Confirmable publishes waiting for the disk: (publish seq, store batch), in order.
-        self._unconfirmed: deque[tuple[int, int]] = deque()
+        # Publishes not yet confirmable, in order: (publish seq, store batch, ack). ack is
+        # False for a publish refused by a full queue (it gets a nack).
+        self._unconfirmed: deque[tuple[int, int, bool]] = deque()
         self._awaited_ticket = 0
         self._store_failed = False
         self._tx: Transaction | None = None
@@ -236,13 +244,25 @@ class Channel:
         if message.user_id is not None and message.user_id != self.user.name:
             raise PreconditionFailed(f"user_id property set to '{message.user_id}' but "
                                      f"authenticated user was '{self.user.name}'")
+        if message.expiration is not None:
+            problem = expiration_problem(message.expiration)
+            if problem is not None:
+                raise PreconditionFailed(f"invalid expiration '{message.expiration}': "
+                                         f"{problem}")
         if self._tx is not None:
             self._tx.publishes.append((exchange, mandatory, message))
             return
-        stored = self._route(exchange, mandatory, message)
+        delay = delay_of(message) if message.headers_at >= 0 else 0
+        if delay:
+            self.vhost.delays.add(message, delay)
+            stored, refused = message.persistent, False
+        else:
+            stored, refused = self._route(exchange, mandatory, message)
         if self._confirm:
             self._publish_seq += 1
-            if stored:
+            if refused:  # a full queue with x-overflow reject-publish: the publisher is told
+                self._unconfirmed.append((self._publish_seq, 0, False))
+            elif stored:
                 self._confirm_when_durable()
             self.conn.confirm_later(self)
 
@@ -251,7 +271,7 @@ class Channel:
         ticket = self._store.ticket()
         if ticket <= self._store.durable_ticket:
             return
-        self._unconfirmed.append((self._publish_seq, ticket))
+        self._unconfirmed.append((self._publish_seq, ticket, True))
         if ticket != self._awaited_ticket:
             self._awaited_ticket = ticket
             self._store.when_durable(ticket, self._on_durable)
@@ -261,8 +281,10 @@ class Channel:
             self._store_failed = True
         self.conn.confirm_later(self)
 
-    def _route(self, exchange: Exchange, mandatory: bool, message: Message) -> bool:
-        """Route and enqueue; return True if a durable queue now holds a persistent copy."""
+    def _route(self, exchange: Exchange, mandatory: bool, message: Message
+               ) -> tuple[bool, bool]:
+        """Route and enqueue. Return (stored, refused): whether a durable queue now holds a
+        persistent copy, and whether a full queue refused it."""
         try:
             queues = self.vhost.route(exchange, message)
         except PropertiesError as err:
@@ -275,12 +297,14 @@ class Channel:
                     *framing.content_frames(self.id, message.properties, message.body,
                                             self.conn.frame_max),
                 ])
-            return False
-        stored = False
+            return False, False
+        stored = refused = False
         for queue in queues:
-            queue.publish(message)
-            stored = stored or queue.durable
-        return stored and message.persistent
+            if queue.publish(message):
+                stored = stored or queue.durable
+            else:
+                refused = True
+        return stored and message.persistent, refused
 
     def take_confirms(self) -> list[bytes]:
         """Basic.Ack (and, if the store failed, Basic.Nack) frames for every publish settled
@@ -289,19 +313,21 @@ class Channel:
             return []
         durable = self._store.durable_ticket
         waiting = self._unconfirmed
-        while waiting and waiting[0][1] <= durable:
-            waiting.popleft()
         frames = []
+        while waiting and (waiting[0][1] <= durable or self._store_failed):
+            seq, ticket, ack = waiting.popleft()
+            if ack and ticket <= durable:
+                continue  # on disk: covered by the multiple ack below
+            # Refused by a full queue, or never to be durable: ack what precedes, nack it.
+            if seq - 1 > self._confirmed:
+                frames.append(framing.confirm_frame(self.id, seq - 1,
+                                                    seq - 1 - self._confirmed > 1))
+            frames.append(framing.confirm_frame(self.id, seq, False, ack=False))
+            self._confirmed = seq
         upto = waiting[0][0] - 1 if waiting else self._publish_seq
         if upto > self._confirmed:
             frames.append(framing.confirm_frame(self.id, upto, upto - self._confirmed > 1))
             self._confirmed = upto
-        if self._store_failed and waiting:  # never to be durable: say so
-            waiting.clear()
-            frames.append(framing.confirm_frame(self.id, self._publish_seq,
-                                                self._publish_seq - self._confirmed > 1,
-                                                ack=False))
-            self._confirmed = self._publish_seq
         return frames
 
     # -- delivering (the ConsumerChannel protocol of core.queue) -----------------------
@@ -320,8 +346,10 @@ class Channel:
             self._unacked[tag] = (queue, entry, consumer)
             self._consumer_unacked += 1
         message = entry.message
-        parts = framing.content_frames(self.id, message.properties, message.body,
-                                       self.conn.frame_max)
+        properties = message.properties if queue._plain else queue.delivery_properties(entry)
+        parts = framing.content_frames(self.id, properties, message.body, self.conn.frame_max)
+        if not consumer.no_ack and self._timeout_ms:
+            self._watch(tag, queue)
         parts.insert(0, framing.deliver_method(
             self.id, self._tag_bytes[consumer.tag], tag, entry.redelivered, message.exchange,
             message.routing_key,
@@ -335,6 +363,35 @@ class Channel:
         if self.conn.client_capability("consumer_cancel_notify"):
             self.conn.send_method(self.id, commands.Basic.Cancel(consumer_tag=consumer.tag,
                                                                  nowait=True))
+
+    # -- consumer timeout -------------------------------------------------------------
+
+    def _watch(self, tag: int, queue: Queue) -> None:
+        """Close the channel (406) if delivery ``tag`` is still unacknowledged after the
+        consumer timeout (the queue's x-consumer-timeout, or the broker's)."""
+        timeout = queue.settings.consumer_timeout or self._timeout_ms
+        deadline = self._scheduler.now() + timeout / 1000
+        heapq.heappush(self._deadlines, (deadline, tag, timeout))
+        if self._timeout_timer is None or self._timeout_timer.when > deadline:
+            if self._timeout_timer is not None:
+                self._timeout_timer.cancel()
+            self._timeout_timer = self._scheduler.call_at(deadline, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        self._timeout_timer = None
+        deadlines = self._deadlines
+        now = self._scheduler.now()
+        while deadlines and deadlines[0][0] <= now:
+            _, tag, timeout = heapq.heappop(deadlines)
+            if tag in self._unacked and not self.closing:
+                self._deadlines.clear()
+                self._fail(PreconditionFailed(
+                    f"delivery acknowledgement on channel {self.id} timed out. Timeout value "
+                    f"used: {timeout} ms. This timeout value can be configured, see consumers "
+                    "doc guide to learn more"), 0)
+                return
+        if deadlines:
+            self._timeout_timer = self._scheduler.call_at(deadlines[0][0], self._on_timeout)
 
     # -- acknowledgements -------------------------------------------------------------
 
@@ -355,7 +412,7 @@ class Channel:
         if method.requeue:
             self._requeue(taken)
         else:
-            self._settle(taken)
+            self._drop(taken)
 
     def _parse_ack(self, payload: bytes) -> tuple[int, bool, bool]:
         try:
@@ -392,6 +449,14 @@ class Channel:
                 self._consumer_unacked -= 1
         self._redispatch(queue for _, (queue, _, consumer) in taken if consumer is not None)
 
+    def _drop(self, taken: list[tuple[int, Delivery]]) -> None:
+        """Rejected without requeue: each dies in its queue (to its dead-letter exchange)."""
+        for _, (queue, entry, consumer) in taken:
+            queue.reject(entry, consumer)
+            if consumer is not None:
+                self._consumer_unacked -= 1
+        self._redispatch(queue for _, (queue, _, consumer) in taken if consumer is not None)
+
     def _requeue(self, taken: Iterable[tuple[int, Delivery]]) -> None:
         by_queue: dict[Queue, list[tuple[Entry, Consumer | None]]] = {}
         for _, (queue, entry, consumer) in taken:
@@ -413,6 +478,9 @@ class Channel:
         if self._released:
             return
         self._released = True
+        if self._timeout_timer is not None:
+            self._timeout_timer.cancel()
+            self._timeout_timer = None
         consumers = list(self.consumers.values())
         self.consumers.clear()
         self.vhost.remove_consumers(consumers)
@@ -520,10 +588,12 @@ class Channel:
         else:
             self._unacked[self._next_tag] = (queue, entry, None)
         message = entry.message
+        if not method.no_ack and self._timeout_ms:
+            self._watch(self._next_tag, queue)
         self.conn.send_parts([
             framing.get_ok_method(self.id, self._next_tag, entry.redelivered, message.exchange,
                                   message.routing_key, queue.message_count),
-            *framing.content_frames(self.id, message.properties, message.body,
+            *framing.content_frames(self.id, queue.delivery_properties(entry), message.body,
                                     self.conn.frame_max),
         ])
 
@@ -562,10 +632,15 @@ class Channel:
         self._tx = Transaction()
         stored = False
         for exchange, mandatory, message in tx.publishes:
-            stored = self._route(exchange, mandatory, message) or stored
+            delay = delay_of(message) if message.headers_at >= 0 else 0
+            if delay:
+                self.vhost.delays.add(message, delay)
+                stored = stored or message.persistent
+            else:
+                stored = self._route(exchange, mandatory, message)[0] or stored
         self._settle(tx.acks)
         self._requeue(tx.requeues)
-        self._settle(tx.drops)
+        self._drop(tx.drops)
         if stored:  # commit-ok (and what follows it) waits until the messages are on disk
             self.conn.hold_until_durable(self._store, self._store.ticket())
         self.conn.send_method(self.id, commands.Tx.CommitOk())

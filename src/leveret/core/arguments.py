@@ -8,7 +8,9 @@ as RabbitMQ does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from leveret.errors import PreconditionFailed
@@ -91,7 +93,88 @@ QUEUE_ARGUMENTS: dict[str, Callable[[Any], str | None]] = {
     "x-consumer-timeout": _positive,
     "x-message-deduplication": _boolean,
     "x-cache-ttl": _non_negative,
+    "x-cache-size": _positive,
 }
+
+# Policy keys (RabbitMQ's names) and the queue argument each stands for. For the limits, the
+# smaller of a policy's and an argument's value applies; otherwise the argument wins.
+POLICY_KEYS = {
+    "message-ttl": "x-message-ttl", "expires": "x-expires",
+    "max-length": "x-max-length", "max-length-bytes": "x-max-length-bytes",
+    "delivery-limit": "x-delivery-limit", "dead-letter-exchange": "x-dead-letter-exchange",
+    "dead-letter-routing-key": "x-dead-letter-routing-key", "overflow": "x-overflow",
+    "consumer-timeout": "x-consumer-timeout",
+}
+_SMALLER_WINS = {"x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes",
+                 "x-delivery-limit"}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """What a queue's arguments (and the policy that applies to it) ask of it."""
+
+    message_ttl: int | None = None
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: str = "drop-head"
+    max_priority: int = 0
+    delivery_limit: int | None = None
+    single_active_consumer: bool = False
+    expires: int | None = None
+    consumer_timeout: int | None = None
+    deduplication: bool = False
+    cache_ttl: int | None = None
+    cache_size: int | None = None
+
+    @classmethod
+    def resolve(cls, arguments: Mapping[str, Any],
+                policy: Mapping[str, Any] | None = None) -> QueueSettings:
+        merged = dict(arguments)
+        for key, value in (policy or {}).items():
+            argument = POLICY_KEYS.get(key)
+            if argument is None:
+                continue
+            if argument not in merged:
+                merged[argument] = value
+            elif argument in _SMALLER_WINS and isinstance(value, int):
+                merged[argument] = min(merged[argument], value)
+
+        def number(key: str) -> int | None:
+            value = merged.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        def text(key: str) -> str | None:
+            value = merged.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            message_ttl=number("x-message-ttl"),
+            dead_letter_exchange=text("x-dead-letter-exchange"),
+            dead_letter_routing_key=text("x-dead-letter-routing-key"),
+            max_length=number("x-max-length"),
+            max_length_bytes=number("x-max-length-bytes"),
+            overflow=text("x-overflow") or "drop-head",
+            max_priority=number("x-max-priority") or 0,
+            delivery_limit=number("x-delivery-limit"),
+            single_active_consumer=merged.get("x-single-active-consumer") is True,
+            expires=number("x-expires"),
+            consumer_timeout=number("x-consumer-timeout"),
+            deduplication=merged.get("x-message-deduplication") is True,
+            cache_ttl=number("x-cache-ttl"),
+            cache_size=number("x-cache-size"),
+        )
+
+    @property
+    def limited(self) -> bool:
+        return self.max_length is not None or self.max_length_bytes is not None
+
+    @property
+    def plain(self) -> bool:
+        """Nothing but FIFO delivery: the queue may take its fastest path."""
+        return (self.message_ttl is None and not self.limited and not self.deduplication
+                and self.delivery_limit is None)
 
 
 def validate_queue_arguments(
@@ -191,3 +274,25 @@ def _type_name(value: Any) -> str:
     if value is None:
         return "void"
     return type(value).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A RabbitMQ-style policy: settings for the queues whose name matches ``pattern``."""
+
+    name: str
+    pattern: str
+    definition: Mapping[str, Any]
+    vhost: str = "/"
+    priority: int = 0
+    apply_to: str = "queues"
+
+    def matches(self, vhost: str, queue: str) -> bool:
+        return (self.vhost == vhost and self.apply_to in ("queues", "all")
+                and re.search(self.pattern, queue) is not None)
+
+
+def policy_for(policies: Iterable[Policy], vhost: str, queue: str) -> Policy | None:
+    """The highest-priority policy that applies to a queue (RabbitMQ applies one)."""
+    found = [p for p in policies if p.matches(vhost, queue)]
+    return max(found, key=lambda p: p.priority) if found else None

@@ -11,7 +11,7 @@ Nothing here knows about channels, sockets or storage.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -367,6 +367,26 @@ class HeadersExchange(Exchange):
         }.values())
 
 
-EXCHANGE_TYPES: dict[str, type[Exchange]] = {
+_ROUTING_TYPES: dict[str, type[Exchange]] = {
     cls.type_name: cls for cls in (DirectExchange, FanoutExchange, TopicExchange, HeadersExchange)
+}
+_DELAYED: dict[str, type[Exchange]] = {
+    name: type(f"Delayed{cls.__name__}", (cls,), {"type_name": "x-delayed-message"})
+    for name, cls in _ROUTING_TYPES.items()
+}
+
+
+def delayed_message_exchange(name: str, **kwargs: Any) -> Exchange:
+    """The plugin's ``x-delayed-message`` type: it routes as its ``x-delayed-type`` does.
+    (Leveret delays a message with an ``x-delay`` header through any exchange.)"""
+    inner = (kwargs.get("arguments") or {}).get("x-delayed-type")
+    cls = _DELAYED.get(inner) if isinstance(inner, str) else None
+    if cls is None:
+        raise PreconditionFailed(
+            "Invalid argument, 'x-delayed-type' must be an existing exchange type")
+    return cls(name, **kwargs)
+
+
+EXCHANGE_TYPES: dict[str, Callable[..., Exchange]] = {
+    **_ROUTING_TYPES, "x-delayed-message": delayed_message_exchange,
 }

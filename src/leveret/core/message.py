@@ -10,10 +10,17 @@ This module holds values only: no queues, no sockets.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 
-from leveret.core.tables import FieldTable, TableError, decode_table
+from leveret.core.tables import (
+    FieldTable,
+    TableError,
+    build_table,
+    decode_table,
+    table_entries,
+)
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -93,6 +100,101 @@ class Message:
                 except TableError as err:
                     raise PropertiesError(f"invalid headers table: {err}") from err
         return self._headers
+
+    def has_header(self, key: bytes) -> bool:
+        """A cheap test whether the headers table may hold ``key`` (its bytes appear in it)."""
+        return self.headers_at >= 0 and (bytes([len(key)]) + key) in self.properties
+
+    @property
+    def expiration_ms(self) -> int | None:
+        """The per-message TTL in milliseconds, or None (unset or not a whole number >= 0)."""
+        if self.expiration is None or expiration_problem(self.expiration) is not None:
+            return None
+        return int(self.expiration)
+
+    def edited(self, *, exchange: str | None = None, routing_key: str | None = None,
+               headers: dict[str, bytes | None] | None = None,
+               drop_expiration: bool = False) -> Message:
+        """A copy with another exchange or routing key, header entries set (tagged value
+        bytes) or removed (None), or the expiration dropped. Untouched fields and header
+        values keep the exact bytes the publisher sent."""
+        properties = edit_properties(self.properties, headers or {}, drop_expiration)
+        return Message.from_wire(self.exchange if exchange is None else exchange,
+                                 self.routing_key if routing_key is None else routing_key,
+                                 properties, self.body)
+
+
+MAX_EXPIRY = 2**32 - 1  # RabbitMQ's ceiling for TTLs, in milliseconds
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def expiration_problem(text: str) -> str | None:
+    """Why an expiration property is invalid, in RabbitMQ's words (rabbit_basic), or None."""
+    match = _INTEGER.match(text)
+    if match is None:
+        return "no_integer"
+    number, rest = int(match.group()), text[match.end():]
+    if rest:
+        return f'{{leftover_string,"{rest}"}}'
+    if number < 0:
+        return f"{{value_negative,{number}}}"
+    if number > MAX_EXPIRY:
+        return f"{{value_too_big,{number}}}"
+    return None
+
+
+# Basic-class property flags in wire order, with their encodings: s shortstr, t table,
+# o octet, q 64-bit integer.
+_FIELDS = ((CONTENT_TYPE, "s"), (CONTENT_ENCODING, "s"), (HEADERS, "t"), (DELIVERY_MODE, "o"),
+           (PRIORITY, "o"), (CORRELATION_ID, "s"), (REPLY_TO, "s"), (EXPIRATION, "s"),
+           (MESSAGE_ID, "s"), (TIMESTAMP, "q"), (TYPE, "s"), (USER_ID, "s"), (APP_ID, "s"),
+           (CLUSTER_ID, "s"))
+
+
+def property_fields(raw: bytes) -> dict[int, bytes]:
+    """Each present property's encoded bytes, by flag (a parsed block is well-formed)."""
+    flags = _U16.unpack_from(raw, 0)[0]
+    pos = 2
+    word = flags
+    while word & _CONTINUATION and pos < len(raw):
+        word = _U16.unpack_from(raw, pos)[0]
+        pos += 2
+    fields: dict[int, bytes] = {}
+    for flag, kind in _FIELDS:
+        if not flags & flag:
+            continue
+        if kind == "s":
+            end = pos + 1 + raw[pos]
+        elif kind == "t":
+            end = pos + 4 + _U32.unpack_from(raw, pos)[0]
+        else:
+            end = pos + (1 if kind == "o" else 8)
+        fields[flag] = raw[pos:end]
+        pos = end
+    return fields
+
+
+def build_properties(fields: dict[int, bytes]) -> bytes:
+    flags = 0
+    parts = []
+    for flag, _ in _FIELDS:
+        if flag in fields:
+            flags |= flag
+            parts.append(fields[flag])
+    return _U16.pack(flags) + b"".join(parts)
+
+
+def edit_properties(raw: bytes, headers: dict[str, bytes | None],
+                    drop_expiration: bool = False) -> bytes:
+    fields = property_fields(raw)
+    if drop_expiration:
+        fields.pop(EXPIRATION, None)
+    if headers:
+        entries = table_entries(fields[HEADERS]) if HEADERS in fields else []
+        kept = [(key, value) for key, value in entries if key not in headers]
+        added = [(key, value) for key, value in headers.items() if value is not None]
+        fields[HEADERS] = build_table(added + kept)
+    return build_properties(fields)
 
 
 def parse_properties(raw: bytes) -> tuple[int, int, str | None, str | None, int]:
@@ -177,13 +279,20 @@ def _read_shortstr(raw: bytes, pos: int) -> tuple[str, int]:
 class Entry:
     """A message's place in one queue: the per-queue state a fanout copy does not share."""
 
-    __slots__ = ("message", "position", "redelivered", "seq")
+    __slots__ = ("dead", "delivered", "delivery_count", "expires_ms", "message", "position",
+                 "redelivered", "seq", "timestamp_ms")
 
-    def __init__(self, message: Message, seq: int, redelivered: bool = False) -> None:
+    def __init__(self, message: Message, seq: int, redelivered: bool = False,
+                 timestamp_ms: int = 0) -> None:
         self.message = message
         self.seq = seq
         self.redelivered = redelivered
         self.position = -1  # where a disk store keeps it: segment id << 32 | offset
+        self.timestamp_ms = timestamp_ms  # when the queue received it (wall clock)
+        self.expires_ms = 0  # when it expires (wall clock); 0: never
+        self.delivery_count = 0  # times it came back unacknowledged
+        self.delivered = False  # out with a consumer, not in the ready store
+        self.dead = False  # removed (expired) while in the store; skipped when reached
 
     def __repr__(self) -> str:
         return f"Entry(seq={self.seq}, redelivered={self.redelivered}, message={self.message!r})"

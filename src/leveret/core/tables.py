@@ -222,3 +222,32 @@ def encode_value(value: FieldValue) -> bytes:
             raise TableError(f"decimal {value} does not fit: its digits need more than 32 bits")
         return b"D" + _DECIMAL.pack(-exponent, unscaled)
     raise TableError(f"cannot encode {type(value).__name__} in a field table")
+
+
+def table_entries(data: bytes, offset: int = 0) -> list[tuple[str, bytes]]:
+    """A table's entries as (key, tagged value bytes), the values left encoded, so that a table
+    can be edited without re-encoding (and retyping) the values it does not change."""
+    end = _sized_end(data, offset, len(data), "table")
+    entries: list[tuple[str, bytes]] = []
+    pos = offset + 4
+    while pos < end:
+        key_len = data[pos]
+        key = data[pos + 1 : pos + 1 + key_len].decode()
+        start = pos + 1 + key_len
+        _, pos = _decode_value(data, start, end, 0)
+        entries.append((key, bytes(data[start:pos])))
+    return entries
+
+
+def build_table(entries: list[tuple[str, bytes]]) -> bytes:
+    """A table from (key, tagged value bytes) entries, length prefix included."""
+    body = b"".join(_U8.pack(len(raw := key.encode())) + raw + value for key, value in entries)
+    return _U32.pack(len(body)) + body
+
+
+def decode_value(tagged: bytes) -> FieldValue:
+    """Decode one tagged value (as `table_entries` returns them)."""
+    value, end = _decode_value(tagged, 0, len(tagged), 0)
+    if end != len(tagged):
+        raise TableError("bytes after the field value")
+    return value

@@ -11,15 +11,22 @@ another owner's exclusive queue raises ResourceLocked (405).
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from leveret.core.arguments import (
+    Policy,
+    QueueSettings,
     assert_exchange_equivalent,
     assert_queue_equivalent,
+    policy_for,
     validate_queue_arguments,
 )
+from leveret.core.deadletter import dead_letter_copy, is_cycle
+from leveret.core.delays import DelayedMessages
 from leveret.core.exchanges import (
     EXCHANGE_TYPES,
     Binding,
@@ -27,9 +34,10 @@ from leveret.core.exchanges import (
     Exchange,
     TopicExchange,
 )
-from leveret.core.message import Message
+from leveret.core.message import Message, PropertiesError
 from leveret.core.queue import Consumer, Queue
 from leveret.core.tables import FieldTable, TableError, encode_table
+from leveret.core.timers import Scheduler
 from leveret.errors import (
     AccessRefused,
     CommandInvalid,
@@ -39,6 +47,8 @@ from leveret.errors import (
 )
 from leveret.store.base import MessageStore, QueueStore
 from leveret.store.memory import MemoryMessageStore
+
+log = logging.getLogger(__name__)
 
 _NOBODY = object()  # an owner no queue has: forces the exclusive-access error
 
@@ -59,15 +69,21 @@ def server_generated_name(prefix: str) -> str:
 class VHost:
     """Exchanges, queues and bindings of one virtual host."""
 
-    def __init__(self, name: str, store: MessageStore | None = None) -> None:
+    def __init__(self, name: str, store: MessageStore | None = None,
+                 scheduler: Scheduler | None = None, policies: Iterable[Policy] = ()) -> None:
         self.name = name
         self.store: MessageStore = store if store is not None else MemoryMessageStore()
+        self.scheduler = scheduler if scheduler is not None else Scheduler()
+        self.policies = tuple(policies)
+        self.delays = DelayedMessages(self.store.open_delays(name), self.scheduler,
+                                      self._route_delayed)
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self.queues)}
         # Reverse index: id(destination) -> exchanges holding a binding to it.
         self._sources: dict[int, dict[str, Exchange]] = {}
         # Exclusive queues by owner, so a closing connection finds its own at once.
         self._owned: dict[object, dict[str, Queue]] = {}
+        self._cycles_reported: set[tuple[str, tuple[str, ...]]] = set()
         for name_, type_ in PREDECLARED:
             self.exchanges[name_] = EXCHANGE_TYPES[type_](name_, durable=True)
         self.exchanges["amq.rabbitmq.trace"] = TopicExchange(
@@ -210,6 +226,7 @@ class VHost:
                 self._check_owner(existing, _NOBODY)  # RabbitMQ answers 405 here, not 406
             self._assert_queue_equivalent(existing, durable, auto_delete)
             assert_queue_equivalent(name, self.name, existing.arguments, arguments)
+            existing.touch()
             return existing
         if not name:
             name = server_generated_name("amq.gen-")
@@ -224,11 +241,13 @@ class VHost:
         persist = durable and exclusive_owner is None
         encoded = _check_storable(arguments, f"queue '{name}' in vhost '{self.name}'") \
             if persist else b""
+        settings = self._settings(name, arguments)
         queue = Queue(
             name, durable=durable, exclusive_owner=exclusive_owner,
-            auto_delete=auto_delete, arguments=arguments,
+            auto_delete=auto_delete, arguments=arguments, settings=settings, host=self,
             store=self.store.open_queue(self.name, name, durable=persist,
-                                        auto_delete=auto_delete, arguments=encoded),
+                                        auto_delete=auto_delete, arguments=encoded,
+                                        max_priority=settings.max_priority),
         )
         self.queues[name] = queue
         if queue.exclusive_owner is not None:
@@ -417,9 +436,64 @@ class VHost:
                       store: QueueStore, next_seq: int) -> Queue:
         """Recreate a durable queue around the store recovery built for it."""
         queue = Queue(name, durable=True, auto_delete=auto_delete, arguments=arguments,
-                      store=store, next_seq=next_seq)
+                      store=store, next_seq=next_seq, settings=self._settings(name, arguments),
+                      host=self)
         self.queues[name] = queue
+        queue.recovered()
         return queue
+
+    # -- what queues ask of their vhost (core.queue.QueueHost) ------------------------
+
+    def _settings(self, queue: str, arguments: FieldTable) -> QueueSettings:
+        policy = policy_for(self.policies, self.name, queue)
+        return QueueSettings.resolve(arguments, policy.definition if policy else None)
+
+    def dead_letter(self, queue: Queue, message: Message, reason: str) -> None:
+        """Republish a message that died in ``queue`` through its dead-letter exchange,
+        except into queues that would close an automatic cycle (RabbitMQ's rule)."""
+        settings = queue.settings
+        if settings.dead_letter_exchange is None:
+            return
+        exchange = self.exchanges.get(settings.dead_letter_exchange)
+        if exchange is None:
+            log.debug("dead letter from %r dropped: no exchange %r", queue.name,
+                      settings.dead_letter_exchange)
+            return
+        copy, history = dead_letter_copy(message, reason, queue.name, exchange.name,
+                                         settings.dead_letter_routing_key, int(time.time()))
+        try:
+            targets = self.route(exchange, copy)
+        except PropertiesError:
+            return
+        for target in targets:
+            if is_cycle(target.name, history, reason):
+                self._report_cycle(target.name, history)
+                continue
+            target.publish(copy)
+
+    def _report_cycle(self, queue: str, history: list[dict[str, Any]]) -> None:
+        key = (queue, tuple(str(d.get("queue")) for d in history))
+        if key not in self._cycles_reported:
+            self._cycles_reported.add(key)
+            log.warning("message dropped: dead-letter queues cycle detected: %s; this cycle "
+                        "will not be reported again", [queue, *key[1]])
+
+    def queue_unused(self, queue: Queue) -> None:
+        log.info("queue %r in vhost %r expired (x-expires)", queue.name, self.name)
+        self.remove_queue(queue)
+
+    def _route_delayed(self, message: Message) -> None:
+        """A delayed message is due: route it through its exchange now."""
+        exchange = self.exchanges.get(message.exchange)
+        if exchange is None:
+            log.info("delayed message dropped: exchange %r no longer exists", message.exchange)
+            return
+        try:
+            queues = self.route(exchange, message)
+        except PropertiesError:
+            return
+        for queue in queues:
+            queue.publish(message)
 
     def restore_binding(self, source: str, destination: str, kind: str, routing_key: str,
                         arguments: FieldTable) -> None:

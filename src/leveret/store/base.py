@@ -40,6 +40,19 @@ class QueueStore(Protocol):
         """Remove and return the head entry, or None when empty."""
         ...
 
+    def peek(self) -> Entry | None:
+        """The head entry, left in place (a disk store may read it back first)."""
+        ...
+
+    def compact(self) -> int:
+        """Forget entries marked dead (expired where they sat, already settled); return how
+        many were dropped."""
+        ...
+
+    def expiring(self) -> list[Entry]:
+        """After recovery: the entries that carry a TTL of their own."""
+        ...
+
     def requeue(self, entries: list[Entry]) -> None:
         """Put delivered entries back in their original order (by ``seq``)."""
         ...
@@ -57,6 +70,30 @@ class QueueStore(Protocol):
         ...
 
 
+class TimedStore(Protocol):
+    """Messages that wait for a due time (delayed delivery), taken in due order."""
+
+    def __len__(self) -> int:
+        ...
+
+    def push(self, entry: Entry) -> None:
+        """Keep ``entry`` until ``entry.expires_ms`` (its due time, ms since the epoch)."""
+        ...
+
+    def next_due(self) -> int | None:
+        ...
+
+    def pop_due(self, now_ms: int) -> list[Entry]:
+        """Every entry due by ``now_ms``, in due order; the caller settles each."""
+        ...
+
+    def settle(self, entry: Entry) -> None:
+        ...
+
+    def max_seq(self) -> int:
+        ...
+
+
 class MessageStore(Protocol):
     """Opens the store of each queue and reports when writes are durable.
 
@@ -70,8 +107,13 @@ class MessageStore(Protocol):
     """Counts changes to durable definitions (queues, exchanges, bindings, vhosts, users)."""
 
     def open_queue(self, vhost: str, name: str, *, durable: bool, auto_delete: bool = False,
-                   arguments: bytes = b"") -> QueueStore:
-        """A new queue's store; ``arguments`` is its encoded argument table."""
+                   arguments: bytes = b"", max_priority: int = 0) -> QueueStore:
+        """A new queue's store; ``arguments`` is its encoded argument table; a queue with a
+        ``max_priority`` gets one sub-store per priority level."""
+        ...
+
+    def open_delays(self, vhost: str) -> TimedStore:
+        """The store of a vhost's delayed messages (recovered, on disk)."""
         ...
 
     def ticket(self) -> int:

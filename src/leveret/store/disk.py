@@ -35,9 +35,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from leveret.store.base import StoreError
-from leveret.store.memory import MemoryQueueStore
+from leveret.store.base import QueueStore, StoreError
+from leveret.store.memory import MemoryMessageStore
+from leveret.store.priority import PriorityQueueStore
 from leveret.store.segments import DiskQueueStore, Recovered, Segment, recover_directory
+from leveret.store.timed import DiskTimedStore
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +120,40 @@ class DiskEngine:
     # -- the MessageStore API ---------------------------------------------------------
 
     def open_queue(self, vhost: str, name: str, *, durable: bool, auto_delete: bool = False,
-                   arguments: bytes = b"") -> DiskQueueStore | MemoryQueueStore:
+                   arguments: bytes = b"", max_priority: int = 0) -> QueueStore:
         """A new queue's store; a durable one gets a directory and a queue.json."""
         if not durable:
-            return MemoryQueueStore()
+            return MemoryMessageStore().open_queue(vhost, name, durable=False,
+                                                   max_priority=max_priority)
         directory = self.queues_dir / queue_directory_name(vhost, name)
         if directory.exists():  # a leftover of a deletion that did not finish
             shutil.rmtree(directory)
         directory.mkdir()
         meta = {"version": DATA_VERSION, "vhost": vhost, "name": name,
-                "auto_delete": auto_delete, "arguments": base64.b64encode(arguments).decode()}
+                "auto_delete": auto_delete, "arguments": base64.b64encode(arguments).decode(),
+                "max_priority": max_priority}
         self._new_dirs.add(self.queues_dir)
         self._job(lambda: write_atomically(directory / "queue.json",
                                            json.dumps(meta).encode()))
         self.changes += 1
-        store = DiskQueueStore(self, directory)
+        if max_priority:
+            return DiskPriorityStore(self, directory, max_priority, {})
+        return self._store(directory)
+
+    def _store(self, directory: Path, recovered: Recovered | None = None) -> DiskQueueStore:
+        directory.mkdir(exist_ok=True)
+        store = DiskQueueStore(self, directory, recovered)
+        self._stores.add(store)
+        return store
+
+    def open_delays(self, vhost: str) -> DiskTimedStore:
+        """A vhost's delayed messages: recovered from its directory, or a new one."""
+        directory = self.data_dir / "delays" / queue_directory_name(vhost, "")
+        recovered = recover_directory(directory) if directory.exists() else None
+        if recovered is None:
+            directory.mkdir(parents=True)
+            self._new_dirs.update((directory.parent, self.data_dir))
+        store = DiskTimedStore(self, directory, recovered)
         self._stores.add(store)
         return store
 
@@ -168,7 +189,7 @@ class DiskEngine:
             raise StoreError(f"cannot read {path}: {err}") from err
         return loaded
 
-    def recover_queues(self) -> Iterator[tuple[dict[str, Any], DiskQueueStore, Recovered]]:
+    def recover_queues(self) -> Iterator[tuple[dict[str, Any], QueueStore, Recovered]]:
         """Every durable queue on disk: its queue.json, its store, and what recovery found."""
         for directory in sorted(self.queues_dir.iterdir()):
             meta_path = directory / "queue.json"
@@ -180,10 +201,19 @@ class DiskEngine:
                 shutil.rmtree(directory)
                 continue
             meta = json.loads(meta_path.read_bytes())
+            if meta.get("max_priority"):
+                levels: dict[int, QueueStore] = {}
+                recovered = Recovered()
+                for level_dir in directory.glob("p*"):
+                    found = recover_directory(level_dir)
+                    levels[int(level_dir.name[1:])] = self._store(level_dir, found)
+                    recovered.next_seq = max(recovered.next_seq, found.next_seq)
+                    recovered.lost += found.lost
+                yield meta, DiskPriorityStore(self, directory, meta["max_priority"],
+                                              levels), recovered
+                continue
             recovered = recover_directory(directory)
-            store = DiskQueueStore(self, directory, recovered)
-            self._stores.add(store)
-            yield meta, store, recovered
+            yield meta, self._store(directory, recovered), recovered
 
     # -- called by queue stores -------------------------------------------------------
 
@@ -330,3 +360,19 @@ class DiskEngine:
                 segment.close()
         self._stores.clear()
         os.close(self._lock_fd)
+
+
+class DiskPriorityStore(PriorityQueueStore):
+    """A durable priority queue: a sub-directory per level under the queue's directory."""
+
+    def __init__(self, engine: DiskEngine, directory: Path, max_priority: int,
+                 levels: dict[int, QueueStore]) -> None:
+        super().__init__(max_priority, lambda level: engine._store(directory / f"p{level}"),
+                         levels)
+        self._engine = engine
+        self.directory = directory
+
+    def delete(self) -> None:
+        super().delete()
+        directory = self.directory
+        self._engine._job(lambda: shutil.rmtree(directory, ignore_errors=True))

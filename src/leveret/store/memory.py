@@ -1,7 +1,7 @@
 """The in-memory store: ready entries in a deque, nothing on disk.
 
-Used for transient queues, and for every queue until the disk store exists. Messages here do
-not survive a restart.
+Used for transient queues, exclusive queues, and every queue of a broker without a data
+directory. Messages here do not survive a restart.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from leveret.store.priority import PriorityQueueStore
+from leveret.store.timed import MemoryTimedStore
 
 if TYPE_CHECKING:
     from leveret.core.message import Entry
@@ -18,6 +21,7 @@ class MemoryQueueStore:
     """Ready entries of one queue, in a deque."""
 
     __slots__ = ("_ready",)
+    deleted = False
 
     def __init__(self) -> None:
         self._ready: deque[Entry] = deque()
@@ -30,6 +34,18 @@ class MemoryQueueStore:
 
     def pop(self) -> Entry | None:
         return self._ready.popleft() if self._ready else None
+
+    def peek(self) -> Entry | None:
+        return self._ready[0] if self._ready else None
+
+    def compact(self) -> int:
+        """Drop entries marked dead (expired where they sat); return how many."""
+        before = len(self._ready)
+        self._ready = deque(entry for entry in self._ready if not entry.dead)
+        return before - len(self._ready)
+
+    def expiring(self) -> list[Entry]:
+        return []
 
     def requeue(self, entries: list[Entry]) -> None:
         if not entries:
@@ -64,8 +80,14 @@ class MemoryMessageStore:
     changes = 0
 
     def open_queue(self, vhost: str, name: str, *, durable: bool, auto_delete: bool = False,
-                   arguments: bytes = b"") -> MemoryQueueStore:
+                   arguments: bytes = b"", max_priority: int = 0
+                   ) -> MemoryQueueStore | PriorityQueueStore:
+        if max_priority:
+            return PriorityQueueStore(max_priority, lambda _: MemoryQueueStore())
         return MemoryQueueStore()
+
+    def open_delays(self, vhost: str) -> MemoryTimedStore:
+        return MemoryTimedStore()
 
     def ticket(self) -> int:
         return 0

@@ -14,7 +14,8 @@ Segment file::
       12  body section:
           u8   flags         bit 0: persistent
           u64  seq           the message's place in its queue
-          u64  timestamp_ms  when the queue received it
+          u64  timestamp_ms  when the queue received it (ms since the epoch)
+          u64  deadline_ms   when it expires, or is due (delayed messages); 0: never
           u8   len, exchange          (UTF-8)
           u8   len, routing key       (UTF-8)
           u32  len, properties        (the AMQP properties block, as published)
@@ -43,7 +44,7 @@ HEADER_SIZE = len(SEGMENT_HEADER)
 HEAD = struct.Struct(">III")
 HEAD_SIZE = HEAD.size
 _HEAD_PREFIX = struct.Struct(">II")
-_FIXED = struct.Struct(">BQQ")
+_FIXED = struct.Struct(">BQQQ")
 _U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 _MIN_BODY = _FIXED.size + 1 + 1 + 4
@@ -66,6 +67,7 @@ class StoredMessage:
 
     seq: int
     timestamp_ms: int
+    deadline_ms: int
     persistent: bool
     exchange: str
     routing_key: str
@@ -78,7 +80,7 @@ def encode_record(message: StoredMessage) -> bytes:
     routing_key = message.routing_key.encode()
     body = b"".join((
         _FIXED.pack(FLAG_PERSISTENT if message.persistent else 0, message.seq,
-                    message.timestamp_ms),
+                    message.timestamp_ms, message.deadline_ms),
         _U8.pack(len(exchange)), exchange, _U8.pack(len(routing_key)), routing_key,
         _U32.pack(len(message.properties)), message.properties, message.body,
     ))
@@ -102,7 +104,7 @@ def read_head(data: bytes | memoryview, offset: int) -> tuple[int, int] | None:
 def decode_body(body: bytes | memoryview) -> StoredMessage:
     """Decode a body section whose checksum has been verified."""
     try:
-        flags, seq, timestamp_ms = _FIXED.unpack_from(body, 0)
+        flags, seq, timestamp_ms, deadline_ms = _FIXED.unpack_from(body, 0)
         pos = _FIXED.size
         end = pos + 1 + body[pos]
         exchange = bytes(body[pos + 1 : end]).decode()
@@ -116,8 +118,8 @@ def decode_body(body: bytes | memoryview) -> StoredMessage:
             raise RecordError("properties run past the end of the record")
     except (IndexError, struct.error, UnicodeDecodeError) as err:
         raise RecordError(f"malformed record body: {err}") from err
-    return StoredMessage(seq, timestamp_ms, bool(flags & FLAG_PERSISTENT), exchange,
-                         routing_key, properties, bytes(body[end:]))
+    return StoredMessage(seq, timestamp_ms, deadline_ms, bool(flags & FLAG_PERSISTENT),
+                         exchange, routing_key, properties, bytes(body[end:]))
 
 
 def decode_checked(record: bytes | memoryview, body_crc: int) -> StoredMessage:
@@ -132,7 +134,7 @@ def decode_checked(record: bytes | memoryview, body_crc: int) -> StoredMessage:
 class ScanResult:
     """What `scan_segment` found: the good records and where the readable data ends."""
 
-    records: list[tuple[int, int, int, bool]]  # (offset, seq, size on disk, persistent)
+    records: list[tuple[int, int, int, int]]  # (offset, seq, size on disk, deadline_ms)
     end: int  # offset after the last good record: where appends may continue
     lost: int  # records (or damaged regions) that could not be read
 
@@ -146,7 +148,7 @@ def scan_segment(data: bytes | memoryview) -> ScanResult:
     """
     if bytes(data[:HEADER_SIZE]) != SEGMENT_HEADER:
         raise RecordError("not a Leveret segment file, or an unknown format version")
-    records: list[tuple[int, int, int, bool]] = []
+    records: list[tuple[int, int, int, int]] = []
     lost = 0
     offset = end = HEADER_SIZE
     size = len(data)
@@ -168,8 +170,8 @@ def scan_segment(data: bytes | memoryview) -> ScanResult:
             lost += 1  # torn tail
             break
         if zlib.crc32(body) == body_crc:
-            flags, seq, _ = _FIXED.unpack_from(body, 0)
-            records.append((offset, seq, HEAD_SIZE + length, bool(flags & FLAG_PERSISTENT)))
+            _, seq, _, deadline_ms = _FIXED.unpack_from(body, 0)
+            records.append((offset, seq, HEAD_SIZE + length, deadline_ms))
         else:
             lost += 1
         offset = end = start + length

@@ -128,6 +128,7 @@ class Run:
     end: int  # offset after the last record
     count: int
     first_seq: int
+    deadline_ms: int = 0  # set on the one-record runs recovery makes for expiring messages
 
 
 @dataclass(slots=True)
@@ -153,16 +154,25 @@ class DiskQueueStore:
         self._window_bytes = 0
         self._segments: dict[int, Segment] = {}
         self._redelivered_upto = -1
+        self.deleted = False
         if recovered is not None and recovered.segments:
             for segment in recovered.segments:
                 self._segments[segment.id] = segment
             self._active = recovered.segments[-1]
-            self._items.extend(recovered.runs)
-            self._count = sum(run.count for run in recovered.runs)
             self._redelivered_upto = recovered.redelivered_upto
+            self._load(recovered.runs)
         else:
             self._active = self._new_segment(1)
-        self.deleted = False
+
+    def _load(self, runs: list[Run]) -> None:
+        """Take over what recovery found: runs stay on disk, expiring messages come in."""
+        self._count = sum(run.count for run in runs)
+        for run in runs:
+            if run.deadline_ms:  # a message with its own TTL lives in memory
+                while run.count > 0 and run.start < run.end:
+                    self._items.extend(self._read(run))
+            else:
+                self._items.append(run)
 
     def __len__(self) -> int:
         return self._count
@@ -181,23 +191,16 @@ class DiskQueueStore:
         if not message.persistent:
             self._items.append(entry)
             return
-        record = records.encode_record(StoredMessage(
-            entry.seq, int(time.time() * 1000), True, message.exchange, message.routing_key,
-            message.properties, message.body,
-        ))
-        segment = self._active
-        if segment.size >= SEGMENT_SIZE:
-            segment = self._roll()
-        offset = segment.append(record)
-        self._engine.touch(segment, durable=True)
-        entry.position = position(segment.id, offset)
+        segment, offset, size = self._write(entry)
         tail = self._items[-1] if self._items else None
-        if isinstance(tail, Run) or not self._window_has_room(len(message.body)):
+        # A message with its own TTL stays in memory too, so it can expire where it sits.
+        if message.expiration is None and (isinstance(tail, Run)
+                                           or not self._window_has_room(len(message.body))):
             if isinstance(tail, Run) and tail.segment is segment and tail.end == offset:
-                tail.end += len(record)
+                tail.end += size
                 tail.count += 1
             else:
-                self._items.append(Run(segment, offset, offset + len(record), 1, entry.seq))
+                self._items.append(Run(segment, offset, offset + size, 1, entry.seq))
             return
         self._window_entries += 1
         self._window_bytes += len(message.body)
@@ -264,7 +267,7 @@ class DiskQueueStore:
         for item in items:
             if isinstance(item, Run):
                 self._settle_run(item)
-            else:
+            elif not item.dead:  # a dead (expired) entry was settled when it died
                 self.settle(item)
         return count
 
@@ -279,7 +282,70 @@ class DiskQueueStore:
     def segments(self) -> list[Segment]:
         return list(self._segments.values())
 
+    def peek(self) -> Entry | None:
+        while self._items:
+            item = self._items[0]
+            if isinstance(item, Run):
+                self._materialize(item)
+                continue
+            return item
+        return None
+
+    def compact(self) -> int:
+        before = len(self._items)
+        kept: deque[Entry | Run] = deque()
+        for item in self._items:
+            if isinstance(item, Entry) and item.dead:
+                self._count -= 1
+                if item.position >= 0:
+                    self._window_entries -= 1
+                    self._window_bytes -= len(item.message.body)
+            else:
+                kept.append(item)
+        self._items = kept
+        return before - len(kept)
+
+    def expiring(self) -> list[Entry]:
+        """The entries with a TTL of their own (kept in memory), for the queue's index."""
+        return [item for item in self._items
+                if isinstance(item, Entry) and item.message.expiration is not None]
+
     # -- internals --------------------------------------------------------------------
+
+    def _write(self, entry: Entry) -> tuple[Segment, int, int]:
+        """Append a persistent entry's record; set its position; return where and how big."""
+        message = entry.message
+        record = records.encode_record(StoredMessage(
+            entry.seq, entry.timestamp_ms or int(time.time() * 1000), entry.expires_ms, True,
+            message.exchange, message.routing_key, message.properties, message.body,
+        ))
+        segment = self._active
+        if segment.size >= SEGMENT_SIZE:
+            segment = self._roll()
+        offset = segment.append(record)
+        self._engine.touch(segment, durable=True)
+        entry.position = position(segment.id, offset)
+        return segment, offset, len(record)
+
+    def _read_at(self, where: int) -> Entry | None:
+        """The entry whose record is at ``where`` (None, logged, if it fails its checks)."""
+        segment = self._segments.get(where >> 32)
+        if segment is None:
+            return None
+        offset = where & 0xFFFFFFFF
+        head = records.read_head(segment.read(offset, records.HEAD_SIZE), 0)
+        if head is None:
+            log.error("queue store %s: segment %d: a damaged record head at %d; message lost",
+                      self.directory.name, segment.id, offset)
+            return None
+        data = segment.read(offset, records.HEAD_SIZE + head[0])
+        try:
+            stored = records.decode_checked(data, head[1])
+        except RecordError as err:
+            log.error("queue store %s: segment %d: message lost to %s", self.directory.name,
+                      segment.id, err)
+            return None
+        return self._entry(stored, where)
 
     def _window_has_room(self, size: int) -> bool:
         return self._window_entries < WINDOW_ENTRIES and self._window_bytes + size <= WINDOW_BYTES
@@ -303,6 +369,13 @@ class DiskQueueStore:
         damaged head makes the rest of the run unreadable, which is logged too. Nothing
         unchecked reaches a consumer.
         """
+        entries = self._read(run)
+        if run.count <= 0 or run.start >= run.end:
+            self._items.popleft()
+        self._items.extendleft(reversed(entries))
+
+    def _read(self, run: Run) -> list[Entry]:
+        """Read one batch of ``run`` into entries (counted in the window); advance the run."""
         segment = run.segment
         data = segment.read(run.start, min(run.end - run.start, READ_BATCH_BYTES))
         head = records.read_head(data, 0)
@@ -328,17 +401,17 @@ class DiskQueueStore:
                 entries.append(self._entry(stored, position(segment.id, run.start + offset)))
             offset = end
         run.start += offset
-        if run.count <= 0 or run.start >= run.end:
-            self._items.popleft()
-        self._items.extendleft(reversed(entries))
         for entry in entries:
             self._window_entries += 1
             self._window_bytes += len(entry.message.body)
+        return entries
 
     def _entry(self, stored: StoredMessage, where: int) -> Entry:
         message = Message.from_wire(stored.exchange, stored.routing_key, stored.properties,
                                     stored.body)
-        entry = Entry(message, stored.seq, redelivered=stored.seq <= self._redelivered_upto)
+        entry = Entry(message, stored.seq, redelivered=stored.seq <= self._redelivered_upto,
+                      timestamp_ms=stored.timestamp_ms)
+        entry.expires_ms = stored.deadline_ms
         entry.position = where
         return entry
 
@@ -423,11 +496,13 @@ def recover_directory(directory: Path) -> Recovered:
     return found
 
 
-def _runs(segment: Segment, live: Iterable[tuple[int, int, int, bool]]) -> list[Run]:
+def _runs(segment: Segment, live: Iterable[tuple[int, int, int, int]]) -> list[Run]:
     runs: list[Run] = []
-    for offset, seq, size, _ in live:
+    for offset, seq, size, deadline_ms in live:
         last = runs[-1] if runs else None
-        if last is not None and last.end == offset:
+        if deadline_ms:
+            runs.append(Run(segment, offset, offset + size, 1, seq, deadline_ms))
+        elif last is not None and last.end == offset and not last.deadline_ms:
             last.end += size
             last.count += 1
         else:
