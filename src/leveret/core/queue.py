@@ -217,6 +217,8 @@ class Queue:
             self._start_clock(entry)
         self._ready.push(entry)
         self._bytes += len(message.body)
+        if self._ttl is not None and self._head_timer is None:
+            self._arm_head_expiry()
         if self.settings.limited:
             self._drop_heads_over_limit()
         if self._consumers:
@@ -251,8 +253,6 @@ class Queue:
             heapq.heappush(self._ttl_heap, (entry.expires_ms, entry.seq, entry))
             if self._ttl_timer is None or self._ttl_timer.when > self._due(entry.expires_ms):
                 self._arm_ttl_heap()
-        if self._ttl is not None and self._head_timer is None:
-            self._arm_head_expiry()
 
     # -- leaving ------------------------------------------------------------------------
 
