@@ -77,6 +77,7 @@ class VHost:
         self.policies = tuple(policies)
         self.delays = DelayedMessages(self.store.open_delays(name), self.scheduler,
                                       self._route_delayed)
+        self.delays.arm()  # delays recovered from disk
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self.queues)}
         # Reverse index: id(destination) -> exchanges holding a binding to it.
