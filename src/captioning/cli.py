@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return asyncio.run(servers.worker_main(settings))
         from captioning.up import up_main
-        return asyncio.run(up_main(settings, args.workers, args.broker_port))
+        return asyncio.run(up_main(settings, args.workers, args.broker_port,
+                                   args.data_dir.resolve() / "broker"))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
     except Exception as err:

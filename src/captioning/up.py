@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from captioning.config import Settings
 from captioning.db import Database
@@ -85,17 +86,19 @@ async def stop_workers(procs: list[asyncio.subprocess.Process], grace_s: float) 
             await proc.wait()
 
 
-async def up_main(settings: Settings, workers: int, broker_port: int) -> int:
+async def up_main(settings: Settings, workers: int, broker_port: int,
+                  broker_data: Path | None = None) -> int:
     from leveret import Broker
 
     stop = asyncio.Event()
     on_stop_signals(stop.set)
     db = Database(settings.database_url)
     await asyncio.to_thread(db.create_schema)
-    async with Broker("127.0.0.1", broker_port) as broker:
+    async with Broker("127.0.0.1", broker_port, data_dir=broker_data) as broker:
         settings = dataclasses.replace(settings, broker_url=broker.url)
-        # The embedded broker keeps messages in memory: jobs of unfinished videos died with
-        # the last run's broker, so the web service's outbox publishes them again.
+        # The embedded broker keeps its queues in the data directory, so jobs survive a
+        # restart; videos left unfinished are published again anyway (a job whose message was
+        # lost, say to a broker run without a data directory), and workers skip done ones.
         requeued = await asyncio.to_thread(db.requeue_unfinished)
         if requeued:
             log.info("re-queueing %d unfinished video(s) from the last run", requeued)

@@ -102,8 +102,14 @@ def rig(tmp_path: Path, leveret_broker: Broker, prefix: str) -> Rig:
     return make_rig(tmp_path, leveret_broker.url, prefix)
 
 
-@pytest.fixture
-def rabbit_rig(tmp_path: Path, rabbitmq: str, prefix: str) -> Iterator[Rig]:
+@pytest.fixture(params=["leveret", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def retry_rig(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[Rig]:
+    """A rig on either broker: retries use TTL queues and dead-lettering, which both have."""
+    if request.param == "leveret":
+        broker: Broker = request.getfixturevalue("leveret_broker")
+        yield make_rig(tmp_path, broker.url, prefix)
+        return
+    rabbitmq: str = request.getfixturevalue("rabbitmq")
     made = make_rig(tmp_path, rabbitmq, prefix)
     yield made
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq))
@@ -189,34 +195,32 @@ async def test_job_that_crashed_workers_too_often_is_dead_lettered(
                             "each attempt")
 
 
-@pytest.mark.rabbitmq
 async def test_failed_attempts_retry_with_backoff_then_dead_letter(
-        rabbit_rig: Rig, whisper: Engine) -> None:
-    job = rabbit_rig.add(None)  # the stored file is missing: every attempt fails
+        retry_rig: Rig, whisper: Engine) -> None:
+    job = retry_rig.add(None)  # the stored file is missing: every attempt fails
     started = time.monotonic()
-    async with captioner(rabbit_rig, whisper):
-        await rabbit_rig.publish(job)
-        failed = await rabbit_rig.wait(job.video_id, "failed", timeout=30)
+    async with captioner(retry_rig, whisper):
+        await retry_rig.publish(job)
+        failed = await retry_rig.wait(job.video_id, "failed", timeout=30)
     assert time.monotonic() - started >= 0.3 + 0.6  # two backoff delays, via the TTL queues
     assert failed.attempts == 3
     assert failed.error is not None
     assert failed.error.startswith("failed after 3 attempts: StoredFileMissing: stored file")
-    [(dead, headers)] = rabbit_rig.drain(rabbit_rig.topology.dead)
+    [(dead, headers)] = retry_rig.drain(retry_rig.topology.dead)
     assert dead == job and headers[ATTEMPT_HEADER] == 3
-    assert rabbit_rig.drain(rabbit_rig.topology.jobs) == []
+    assert retry_rig.drain(retry_rig.topology.jobs) == []
 
 
-@pytest.mark.rabbitmq
-async def test_a_retry_can_succeed(rabbit_rig: Rig, media: Media, whisper: Engine) -> None:
-    job = rabbit_rig.add(None)
-    async with captioner(rabbit_rig, whisper):
-        await rabbit_rig.publish(job)
-        waiting = await rabbit_rig.wait_until(job.video_id, lambda v: v.error is not None, 10)
+async def test_a_retry_can_succeed(retry_rig: Rig, media: Media, whisper: Engine) -> None:
+    job = retry_rig.add(None)
+    async with captioner(retry_rig, whisper):
+        await retry_rig.publish(job)
+        waiting = await retry_rig.wait_until(job.video_id, lambda v: v.error is not None, 10)
         assert waiting.status == "queued" and waiting.error is not None
         assert waiting.error.startswith("attempt 1 failed: StoredFileMissing")
         assert waiting.error.endswith("retrying in 0.3 s")
-        copy = rabbit_rig.storage.root.parent / "late.tmp"
+        copy = retry_rig.storage.root.parent / "late.tmp"
         shutil.copyfile(media.short_mp4, copy)
-        rabbit_rig.storage.put_file(job.storage_key, copy)  # the file turns up
-        done = await rabbit_rig.wait(job.video_id, "done", timeout=30)
+        retry_rig.storage.put_file(job.storage_key, copy)  # the file turns up
+        done = await retry_rig.wait(job.video_id, "done", timeout=30)
     assert done.attempts == 2 and done.error is None
