@@ -51,42 +51,64 @@ class MemoryTimedStore:
         return max((seq for _, seq, _ in self._heap), default=0)
 
 
+_SEQ_SHIFT = 64
+_DUE_SHIFT = 104  # a heap key: due_ms | seq (40 bits) | position (64 bits)
+_POSITION = (1 << 64) - 1
+_SEQ = (1 << 40) - 1
+
+
 class DiskTimedStore(DiskQueueStore):
-    """Delayed messages of one vhost on disk; see the module docstring."""
+    """Delayed messages of one vhost on disk; see the module docstring.
+
+    The heap holds one int per message, due time, sequence and position packed together:
+    about 50 bytes each, so a million delayed messages cost about 50 MB of index. A transient
+    message (position 0: segment ids start at 1) waits in memory in ``_transient``.
+    """
 
     def __init__(self, engine: DiskEngine, directory: Path,
                  recovered: Recovered | None = None) -> None:
-        self._heap: list[tuple[int, int, Entry | int]] = []
+        self._keys: list[int] = []
+        self._transient: dict[int, Entry] = {}
+        self._max_seq = 0
         super().__init__(engine, directory, recovered)
 
     def _load(self, runs: list[Run]) -> None:
         # Recovery makes a one-record run of every record with a deadline: all of ours.
-        for run in runs:
-            heapq.heappush(self._heap, (run.deadline_ms, run.first_seq,
-                                        (run.segment.id << 32) | run.start))
+        self._keys = [(run.deadline_ms << _DUE_SHIFT) | ((run.first_seq & _SEQ) << _SEQ_SHIFT)
+                      | (run.segment.id << 32) | run.start for run in runs]
+        heapq.heapify(self._keys)
+        self._max_seq = max((run.first_seq for run in runs), default=0)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._keys)
 
     def push(self, entry: Entry) -> None:
         if entry.message.persistent:
             where = self._write(entry)
-            item: Entry | int = (where[0].id << 32) | where[1]
+            position = (where[0].id << 32) | where[1]
         else:
-            item = entry
-        heapq.heappush(self._heap, (entry.expires_ms, entry.seq, item))
+            position = 0
+            self._transient[entry.seq & _SEQ] = entry
+        heapq.heappush(self._keys, (entry.expires_ms << _DUE_SHIFT)
+                       | ((entry.seq & _SEQ) << _SEQ_SHIFT) | position)
+        self._max_seq = max(self._max_seq, entry.seq)
 
     def next_due(self) -> int | None:
-        return self._heap[0][0] if self._heap else None
+        return self._keys[0] >> _DUE_SHIFT if self._keys else None
 
     def pop_due(self, now_ms: int) -> list[Entry]:
         due: list[Entry] = []
-        while self._heap and self._heap[0][0] <= now_ms:
-            _, _, item = heapq.heappop(self._heap)
-            entry = item if isinstance(item, Entry) else self._read_at(item)
+        keys = self._keys
+        while keys and keys[0] >> _DUE_SHIFT <= now_ms:
+            key = heapq.heappop(keys)
+            position = key & _POSITION
+            if position:
+                entry = self._read_at(position)
+            else:
+                entry = self._transient.pop((key >> _SEQ_SHIFT) & _SEQ, None)
             if entry is not None:
                 due.append(entry)
         return due
 
     def max_seq(self) -> int:
-        return max((seq for _, seq, _ in self._heap), default=0)
+        return self._max_seq
