@@ -253,3 +253,13 @@ def test_policies_from_the_config_file(tmp_path: Path) -> None:
         ch.basic_publish("", "other", b"stays")
         assert wait_for(lambda: count(ch, "dlq") == 1)
         assert drain(ch, "other") == [b"stays"]
+
+
+def test_every_redelivery_carries_its_count(ch: BlockingChannel) -> None:
+    ch.queue_declare("plain")
+    ch.basic_publish("", "plain", b"x")
+    method, props, _ = ch.basic_get("plain")
+    assert props.headers is None  # a first delivery from a plain queue is untouched
+    ch.basic_nack(method.delivery_tag, requeue=True)
+    method, props, _ = ch.basic_get("plain", auto_ack=True)
+    assert method.redelivered and props.headers == {"x-delivery-count": 1}

@@ -346,7 +346,7 @@ class Channel:
             self._unacked[tag] = (queue, entry, consumer)
             self._consumer_unacked += 1
         message = entry.message
-        properties = message.properties if queue._plain else queue.delivery_properties(entry)
+        properties = queue.delivery_properties(entry)
         parts = framing.content_frames(self.id, properties, message.body, self.conn.frame_max)
         if not consumer.no_ack and self._timeout_ms:
             self._watch(tag, queue)
