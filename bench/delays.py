@@ -48,8 +48,8 @@ def background_load(port: int, stop: threading.Event, counter: list[int]) -> Non
     publisher = loadgen.Client("127.0.0.1", port)
     consumer = loadgen.Client("127.0.0.1", port)
     consumer.call(commands.Basic.Consume(queue="noise", no_ack=True), commands.Basic.ConsumeOk)
-    prefix, body = loadgen.message_frames("noise", 100, persistent=False)
-    batch = b"".join(prefix + _HEAD.pack(3, 1, 100) + body[:100] + b"\xce" for _ in range(200))
+    message = loadgen.Message("noise", 100, persistent=False)
+    batch = b"".join(b"".join(message.frames(n)) for n in range(200))
 
     def drain() -> None:
         try:
