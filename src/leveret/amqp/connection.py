@@ -188,11 +188,13 @@ class Connection(asyncio.Protocol):
         if self.state is State.AWAIT_HEADER and not self._on_protocol_header():
             return
         pos = 0
+        head = framing.FRAME_HEAD.unpack_from
+        channels = self.channels
         try:
             while self.state is not State.CLOSED:
                 if len(buf) - pos < framing.FRAME_OVERHEAD:
                     break
-                frame_type, channel, size = framing.FRAME_HEAD.unpack_from(buf, pos)
+                frame_type, channel, size = head(buf, pos)
                 # RabbitMQ lets a payload reach frame_max (not frame_max - 8); so do we.
                 if size > self.frame_max:
                     self._lose_framing(FrameError(
@@ -215,8 +217,20 @@ class Connection(asyncio.Protocol):
                     break
                 payload = bytes(buf[pos + 7 : end])
                 pos = end + 1
-                self._method_index = 0
-                self._on_frame(frame_type, channel, payload)
+                target = channels.get(channel) if self.state is State.OPEN else None
+                if target is None or target.closing:
+                    self._method_index = 0
+                    self._on_frame(frame_type, channel, payload)
+                elif frame_type == framing.FRAME_BODY:  # the hot path, most frames first
+                    target.handle_body(payload)
+                elif frame_type == framing.FRAME_METHOD and len(payload) >= 4:
+                    self._method_index = int.from_bytes(payload[:4], "big")
+                    target.handle_method(payload)
+                elif frame_type == framing.FRAME_HEADER:
+                    target.handle_header(payload)
+                else:
+                    self._method_index = 0
+                    self._on_frame(frame_type, channel, payload)
         except AMQPError as err:
             self._fail(err)
         except Exception as err:  # a bug: say so once, with context, and keep the broker up

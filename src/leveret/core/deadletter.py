@@ -52,11 +52,12 @@ def _encode_death(entry: Mapping[str, Any]) -> bytes:
     parts = []
     for key in sorted(entry):
         value = entry[key]
-        if key == "count":
-            tagged = long_value(int(value))
-        elif key == "time":
-            tagged = b"T" + struct.pack(">Q", int(value))
-        elif key == "routing-keys":
+        number = isinstance(value, int) and not isinstance(value, bool)
+        if key == "count" and number:
+            tagged = long_value(value)
+        elif key == "time" and number and 0 <= value < 2**64:
+            tagged = b"T" + struct.pack(">Q", value)
+        elif key == "routing-keys" and isinstance(value, list):
             items = b"".join(_string(k) if isinstance(k, str) else encode_value(k)
                              for k in value)
             tagged = b"A" + struct.pack(">I", len(items)) + items
@@ -78,7 +79,10 @@ def record_death(message: Message, reason: str, queue: str, now_s: int
                   if d.get("queue") == queue and d.get("reason") == reason), None)
     if match is not None:
         entry = dict(history[match])
-        entry["count"] = int(entry.get("count", 0)) + 1
+        count = entry.get("count")
+        # Earlier deaths may come from anywhere (another broker, a client): tolerate any type.
+        entry["count"] = (count if isinstance(count, int) and not isinstance(count, bool)
+                          else 0) + 1
         rest = history[:match] + history[match + 1 :]
     else:
         entry = {"count": 1, "reason": reason, "queue": queue, "time": Timestamp(now_s),

@@ -11,7 +11,7 @@ Nothing here knows about channels, sockets or storage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -75,6 +75,7 @@ class Exchange:
         self.internal = internal
         self.arguments: FieldTable = dict(arguments or {})
         self._bindings: dict[tuple[int, str, Hashable], Binding] = {}
+        self.exchange_bindings = 0  # bindings to other exchanges: routing must follow them
         self.deleted = False
 
     def __repr__(self) -> str:
@@ -100,6 +101,8 @@ class Exchange:
         if binding.identity in self._bindings:
             return False
         self._bindings[binding.identity] = binding
+        if binding.destination.kind == "exchange":
+            self.exchange_bindings += 1
         self._added(binding)
         return True
 
@@ -108,6 +111,8 @@ class Exchange:
         found = self._bindings.pop(binding.identity, None)
         if found is None:
             return False
+        if found.destination.kind == "exchange":
+            self.exchange_bindings -= 1
         self._removed(found)
         return True
 
@@ -118,7 +123,7 @@ class Exchange:
             self.unbind(binding)
         return len(gone)
 
-    def route(self, message: Message) -> Iterator[Queue | Exchange]:
+    def route(self, message: Message) -> Sequence[Queue | Exchange]:
         raise NotImplementedError
 
     def _added(self, binding: Binding) -> None:
@@ -137,8 +142,8 @@ class DirectExchange(Exchange):
         super().__init__(name, **kwargs)
         self._by_key: dict[str, list[Queue | Exchange]] = {}
 
-    def route(self, message: Message) -> Iterator[Queue | Exchange]:
-        return iter(self._by_key.get(message.routing_key, ()))
+    def route(self, message: Message) -> Sequence[Queue | Exchange]:
+        return self._by_key.get(message.routing_key, ())
 
     def _added(self, binding: Binding) -> None:
         self._reindex(binding.routing_key)
@@ -165,9 +170,9 @@ class DefaultExchange(Exchange):
         super().__init__("", durable=True)
         self._queues = queues
 
-    def route(self, message: Message) -> Iterator[Queue | Exchange]:
+    def route(self, message: Message) -> Sequence[Queue | Exchange]:
         queue = self._queues.get(message.routing_key)
-        return iter((queue,) if queue is not None else ())
+        return (queue,) if queue is not None else ()
 
 
 class FanoutExchange(Exchange):
@@ -179,8 +184,8 @@ class FanoutExchange(Exchange):
         super().__init__(name, **kwargs)
         self._dests: list[Queue | Exchange] = []
 
-    def route(self, message: Message) -> Iterator[Queue | Exchange]:
-        return iter(self._dests)
+    def route(self, message: Message) -> Sequence[Queue | Exchange]:
+        return self._dests
 
     def _added(self, binding: Binding) -> None:
         self._reindex()
@@ -233,7 +238,7 @@ class TopicExchange(Exchange):
         self._root = _TopicNode()
         self._cache: dict[str, tuple[Queue | Exchange, ...]] = {}
 
-    def route(self, message: Message) -> Iterator[Queue | Exchange]:
+    def route(self, message: Message) -> Sequence[Queue | Exchange]:
         key = message.routing_key
         found = self._cache.get(key)
         if found is None:
@@ -241,7 +246,7 @@ class TopicExchange(Exchange):
             if len(self._cache) >= self.CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = found
-        return iter(found)
+        return found
 
     def match(self, routing_key: str) -> tuple[Queue | Exchange, ...]:
         words = split_topic(routing_key)
@@ -356,11 +361,11 @@ class HeadersExchange(Exchange):
                 "expected all, any, all-with-x, or any-with-x"
             )
 
-    def route(self, message: Message) -> Iterator[Queue | Exchange]:
+    def route(self, message: Message) -> Sequence[Queue | Exchange]:
         if not self._bindings:
-            return iter(())
+            return ()
         headers = message.headers
-        return iter({
+        return list({
             id(b.destination): b.destination
             for b in self._bindings.values()
             if headers_match(b.arguments, headers)

@@ -14,7 +14,7 @@ import base64
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from leveret.core.arguments import (
@@ -392,12 +392,16 @@ class VHost:
 
     # -- routing ----------------------------------------------------------------------
 
-    def route(self, exchange: Exchange, message: Message) -> list[Queue]:
+    def route(self, exchange: Exchange, message: Message) -> Sequence[Queue]:
         """Every queue the message reaches through ``exchange``, each once.
 
         Follows exchange-to-exchange bindings (each exchange visited once, so cycles end) and
         alternate exchanges of exchanges that route nowhere.
         """
+        if not exchange.exchange_bindings:  # the common case: straight to queues
+            direct = exchange.route(message)
+            if direct:
+                return direct  # type: ignore[return-value]
         queues: dict[int, Queue] = {}
         pending: list[Exchange] = [exchange]
         visited: set[int] = {id(exchange)}

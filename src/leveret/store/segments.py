@@ -315,10 +315,10 @@ class DiskQueueStore:
     def _write(self, entry: Entry) -> tuple[Segment, int, int]:
         """Append a persistent entry's record; set its position; return where and how big."""
         message = entry.message
-        record = records.encode_record(StoredMessage(
+        record = records.encode_fields(
             entry.seq, entry.timestamp_ms or int(time.time() * 1000), entry.expires_ms, True,
             message.exchange, message.routing_key, message.properties, message.body,
-        ))
+        )
         segment = self._active
         if segment.size >= SEGMENT_SIZE:
             segment = self._roll()
