@@ -41,19 +41,23 @@ class DedupCache:
         return len(self._seen)
 
     def is_duplicate(self, message: Message) -> bool:
-        """True if ``message`` repeats an identity; otherwise remember it."""
+        """True if ``message`` repeats an identity remembered and not expired."""
         key = identity(message)
         if key is None:
             return False
-        now = time.monotonic()
         expiry = self._seen.get(key)
-        if expiry is not None and expiry > now:
-            return True
+        return expiry is not None and expiry > time.monotonic()
+
+    def remember(self, message: Message) -> None:
+        """``message`` was enqueued: its identity is taken (for the TTL, or while it stays)."""
+        key = identity(message)
+        if key is None:
+            return
+        now = time.monotonic()
         self._seen[key] = now + self.ttl if self.ttl is not None else float("inf")
         self._seen.move_to_end(key)
         while len(self._seen) > self.size:
             self._seen.popitem(last=False)
-        return False
 
     def forget(self, message: Message) -> None:
         """A message left the queue: without a TTL, its identity may come again."""

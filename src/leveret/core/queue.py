@@ -211,6 +211,8 @@ class Queue:
                 return True  # dropped, but handled: the publisher gets an ack, not a nack
             if not self._admit(message):
                 return False
+            if self._dedup is not None:
+                self._dedup.remember(message)
         self._next_seq += 1
         entry = Entry(message, self._next_seq)
         if self._ttl is not None or message.expiration is not None:
@@ -219,13 +221,13 @@ class Queue:
         self._bytes += len(message.body)
         if self._ttl is not None and self._head_timer is None:
             self._arm_head_expiry()
-        if self.settings.limited:
-            self._drop_heads_over_limit()
         if self._consumers:
             self.dispatch()
         if (self._ttl == 0 or entry.expires_ms == entry.timestamp_ms > 0) and \
                 not entry.delivered and not entry.dead:
             self._expire_in_place(entry)  # a TTL of 0: delivered at once or not at all
+        if self.settings.limited:  # after the consumers had their chance, as RabbitMQ does
+            self._drop_heads_over_limit()
         return True
 
     def _admit(self, message: Message) -> bool:
@@ -268,8 +270,7 @@ class Queue:
                 continue
             self._bytes -= len(entry.message.body)
             if self._ttl_active and self._expired(entry, now_ms()):
-                store.settle(entry)
-                self._dead_letter(entry.message, EXPIRED)
+                self._die(entry, EXPIRED)
                 continue
             entry.delivered = True
             return entry
@@ -317,11 +318,9 @@ class Queue:
             if self.deleted:
                 continue
             if limit is not None and entry.delivery_count > limit:
-                self._ready.settle(entry)
-                self._dead_letter(entry.message, DELIVERY_LIMIT)
+                self._die(entry, DELIVERY_LIMIT)
             elif now and self._expired(entry, now):
-                self._ready.settle(entry)
-                self._dead_letter(entry.message, EXPIRED)
+                self._die(entry, EXPIRED)
             else:
                 entries.append(entry)
                 self._bytes += len(entry.message.body)
@@ -356,9 +355,10 @@ class Queue:
     # -- expiry ---------------------------------------------------------------------------
 
     def _expired(self, entry: Entry, now: int) -> bool:
-        if entry.expires_ms and entry.expires_ms <= now:
+        # Strictly past its deadline: a TTL of 0 still reaches a consumer waiting right now.
+        if entry.expires_ms and entry.expires_ms < now:
             return True
-        return self._ttl is not None and entry.timestamp_ms + self._ttl <= now
+        return self._ttl is not None and entry.timestamp_ms + self._ttl < now
 
     def _due(self, deadline_ms: int) -> float:
         """A wall-clock deadline on the scheduler's clock."""
@@ -424,8 +424,7 @@ class Queue:
                 self._dead -= 1
                 continue
             self._bytes -= len(head.message.body)
-            self._ready.settle(head)
-            self._dead_letter(head.message, EXPIRED)
+            self._die(head, EXPIRED)
         self._arm_head_expiry()
 
     def recovered(self) -> None:
@@ -452,8 +451,14 @@ class Queue:
                 self._dead -= 1
                 continue
             self._bytes -= len(entry.message.body)
-            self._ready.settle(entry)
-            self._dead_letter(entry.message, MAXLEN)
+            self._die(entry, MAXLEN)
+
+    def _die(self, entry: Entry, reason: str) -> None:
+        """An entry taken out of the store dies: settle it, and mark it so that its own TTL,
+        if it has one, does not kill it a second time."""
+        self._ready.settle(entry)
+        entry.dead = True
+        self._dead_letter(entry.message, reason)
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         if self._dedup is not None:

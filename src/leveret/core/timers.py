@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class Timer:
@@ -85,7 +88,10 @@ class Scheduler:
             _, _, timer = heapq.heappop(heap)
             if not timer.cancelled:
                 timer.cancelled = True
-                timer.callback()
+                try:
+                    timer.callback()
+                except Exception:  # a bug in one owner must not stop every other timer
+                    log.exception("a scheduled callback failed")
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
         if heap:

@@ -464,11 +464,12 @@ class VHost:
             log.debug("dead letter from %r dropped: no exchange %r", queue.name,
                       settings.dead_letter_exchange)
             return
-        copy, history = dead_letter_copy(message, reason, queue.name, exchange.name,
-                                         settings.dead_letter_routing_key, int(time.time()))
         try:
+            copy, history = dead_letter_copy(message, reason, queue.name, exchange.name,
+                                             settings.dead_letter_routing_key, int(time.time()))
             targets = self.route(exchange, copy)
-        except PropertiesError:
+        except PropertiesError as err:
+            log.warning("dead letter from queue %r dropped: %s", queue.name, err)
             return
         for target in targets:
             if is_cycle(target.name, history, reason):

@@ -141,7 +141,9 @@ class DiskEngine:
         return self._store(directory)
 
     def _store(self, directory: Path, recovered: Recovered | None = None) -> DiskQueueStore:
-        directory.mkdir(exist_ok=True)
+        if not directory.exists():  # a new priority level: its directory entry must last too
+            directory.mkdir()
+            self._new_dirs.add(directory.parent)
         store = DiskQueueStore(self, directory, recovered)
         self._stores.add(store)
         return store
