@@ -172,7 +172,7 @@ async def test_a_deleted_queue_is_never_reported_unused() -> None:
 
 
 def test_max_length_zero_still_delivers_to_a_waiting_consumer() -> None:
-    # Regression (fixed, core/queue.py:218-225, publish): the entry is pushed and `_drop_heads_over_limit`
+    # Regression (fixed, publish): the entry is pushed and `_drop_heads_over_limit`
     # runs before `dispatch`, so with drop-head a message that a waiting consumer could take
     # at once is dead-lettered (maxlen) when it alone exceeds the limit. RabbitMQ
     # (rabbit_amqqueue_process:deliver_or_enqueue) attempts delivery first and only enqueues,
@@ -185,7 +185,7 @@ def test_max_length_zero_still_delivers_to_a_waiting_consumer() -> None:
 
 
 def test_identity_of_a_message_refused_by_a_full_queue_is_not_remembered() -> None:
-    # Regression (fixed, core/queue.py:209-213, publish): `DedupCache.is_duplicate` remembers the identity
+    # Regression (fixed, publish): `DedupCache.is_duplicate` remembers the identity
     # before `_admit` refuses the message (x-overflow reject-publish), and nothing forgets it.
     # The publisher is nacked and retries once there is room; the retry is then taken for a
     # duplicate, acked and dropped: the message is lost. Without x-cache-ttl an identity

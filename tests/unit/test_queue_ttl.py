@@ -95,7 +95,7 @@ async def test_per_message_ttl_zero_expires_without_a_consumer() -> None:
 ])
 async def test_ttl_zero_is_delivered_to_a_waiting_consumer(arguments: dict[str, Any],
                                                            expiration: int | None) -> None:
-    # Regression (fixed): Queue._take (core/queue.py:270) finds a TTL-0 entry expired (deadline <= now) on
+    # Regression (fixed): Queue._take found a TTL-0 entry expired (deadline <= now) on
     # the dispatch inside publish, so it is dead-lettered instead of delivered; publish then
     # expires it "in place" a second time (queue.py:226-228): two dead letters and a
     # message_count of -1. RabbitMQ delivers to a waiting consumer before any expiry check.
@@ -136,7 +136,7 @@ async def test_many_expiries_in_place_compact_the_store() -> None:
 
 # -- an entry that left the store dies once ----------------------------------------------
 #
-# Regression (fixed, core/queue.py:376-385, `_on_ttl_heap`): an entry with a TTL of its own stays in the
+# Regression (fixed, `_on_ttl_heap`): an entry with a TTL of its own stays in the
 # TTL heap until its deadline. Only `_hand_over` (entry.delivered) and `_expire_in_place`
 # (entry.dead) mark an entry that left the store; every other way out -- the drop-head of a
 # length limit, the queue-wide TTL at the head or when taken, the delivery limit on requeue
@@ -193,7 +193,7 @@ async def test_entry_over_its_delivery_limit_does_not_expire_later() -> None:
 
 
 async def test_undecodable_headers_do_not_stop_expiry_elsewhere() -> None:
-    # Regression (fixed), seen through a real VHost: publish only measures the headers table, so a message
+    # Regression (fixed), via a real VHost: publish only measures the headers table, so a message
     # whose table does not decode is accepted (a `PropertiesError` waits in Message.headers).
     # When it expires in a queue with a dead-letter exchange, VHost.dead_letter
     # calls dead_letter_copy -> deadletter.deaths -> message.headers,
