@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import signal
@@ -62,11 +63,23 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    tune_garbage_collector()
     loop = new_event_loop()
     try:
         return loop.run_until_complete(serve(settings))
     finally:
         loop.close()
+
+
+def tune_garbage_collector() -> None:
+    """Collect cyclic garbage less often: a broker allocates a few objects per message, nearly
+    all freed by reference counting, and with CPython's default thresholds (a young collection
+    every 700 allocations) the collector took about a tenth of the broker's time under load
+    (scenario A of bench/compare.py: 0.19 s of 1.7 s). What start-up built is frozen out of
+    the collector's sight. Only `leveret serve` does this: an embedded broker leaves its host
+    process's settings alone."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def serve(settings: Settings) -> int:

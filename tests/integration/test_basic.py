@@ -371,3 +371,26 @@ def test_headers_nested_too_deep_are_refused_when_routing_needs_them(
     ch.basic_publish("", "deep-q", b"y", pika.BasicProperties(headers=nested))
     _, props, body = ch.basic_get("deep-q", auto_ack=True)
     assert (body, props.headers) == (b"y", nested)
+
+
+def test_a_no_ack_consumer_that_reads_slowly_leaves_the_backlog_in_the_queue(
+    broker: Broker, ch: BlockingChannel,
+) -> None:
+    """Deliveries to a consumer wait for its socket: a deep queue is not moved into the
+    broker's output buffers all at once (which would hold the whole backlog in memory)."""
+    ch.queue_declare("deep")
+    body = b"x" * 10_240
+    for _ in range(3_000):  # 30 MiB
+        ch.basic_publish("", "deep", body)
+    queue = broker.vhosts["/"].queues["deep"]
+    with RawClient("127.0.0.1", broker.port or 0) as client:
+        client.handshake()
+        client.open_channel()
+        client.send(1, commands.Basic.Consume(queue="deep", consumer_tag="slow", no_ack=True))
+        time.sleep(1.0)  # the client reads nothing: its socket buffers fill, then the broker's
+        assert queue.message_count >= 1_500, queue.message_count
+        received = 0
+        while received < 3_000:  # now it reads: everything arrives
+            _, frame = client.recv()
+            received += isinstance(frame, commands.Basic.Deliver)
+    assert queue.message_count == 0

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 _PUBLISH = framing.PUBLISH.to_bytes(4, "big")
 _ACK = framing.ACK.to_bytes(4, "big")
+PUBLISH_TARGETS = 256  # distinct Basic.Publish methods a channel remembers (see _on_publish)
+DELIVERY_OVERHEAD = 100  # a delivery's method and header frames, roughly, in bytes
 
 Delivery = tuple[Queue, Entry, Consumer | None]
 """An unacknowledged delivery: its queue, its entry and the consumer (None for basic.get)."""
@@ -101,6 +103,7 @@ class Channel:
         self._tx: Transaction | None = None
         # The message being received: Basic.Publish, then a header, then body frames.
         self._publishing: tuple[Exchange, str, bool] | None = None
+        self._publish_targets: dict[bytes, tuple[Exchange, str, bool]] = {}
         self._expect_body = False
         self._properties = b""
         self._body_size = 0
@@ -221,6 +224,12 @@ class Channel:
     # -- publishing -------------------------------------------------------------------
 
     def _on_publish(self, payload: bytes) -> None:
+        # A publisher sends the same Basic.Publish bytes again and again: what they resolved
+        # to is kept, while the exchange they name is still the one of that name.
+        known = self._publish_targets.get(payload)
+        if known is not None and self.vhost.exchanges.get(known[0].name) is known[0]:
+            self._publishing = known
+            return
         try:
             exchange_name, routing_key, mandatory, immediate = framing.parse_publish(payload)
         except framing.MethodSyntaxError as err:
@@ -233,6 +242,9 @@ class Channel:
                                 f"vhost '{self.vhost.name}'")
         self.check_permission("write", "exchange", exchange_name)
         self._publishing = (exchange, routing_key, mandatory)
+        if len(self._publish_targets) >= PUBLISH_TARGETS:
+            self._publish_targets.clear()
+        self._publish_targets[payload] = self._publishing
 
     def _publish(
         self, exchange: Exchange, routing_key: str, mandatory: bool, properties: bytes, body: bytes
@@ -354,7 +366,7 @@ class Channel:
             self.id, self._tag_bytes[consumer.tag], tag, entry.redelivered, message.exchange,
             message.routing_key,
         ))
-        self.conn.send_parts(parts)
+        self.conn.send_parts(parts, len(message.body) + DELIVERY_OVERHEAD)
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
         if self.consumers.pop(consumer.tag, None) is None:

@@ -56,6 +56,8 @@ CAPABILITIES = {
     "per_consumer_qos": True,
 }
 CLOSE_OK_TIMEOUT = 3.0
+# Delivery bytes one connection gathers before it writes them out; consumers wait past it.
+OUTPUT_LIMIT = 1 << 20
 
 
 _PUBLISH = framing.PUBLISH.to_bytes(4, "big")
@@ -109,7 +111,9 @@ class Connection(asyncio.Protocol):
         self.channel_max = self.settings.channel_max
         self.frame_max = self.settings.frame_max
         self.heartbeat = 0
-        self.writable = True
+        self.writable = True  # deliveries may be sent (see send_parts)
+        self._transport_paused = False
+        self._out_bytes = 0  # delivery bytes waiting in _out for the next flush
         self._buffer = bytearray()
         self._discard_input = False
         self.publish_blocked = False
@@ -168,9 +172,16 @@ class Connection(asyncio.Protocol):
             log.info("closed AMQP connection %s%s", self.name, f": {exc}" if exc else "")
 
     def pause_writing(self) -> None:
+        self._transport_paused = True
         self.writable = False
 
     def resume_writing(self) -> None:
+        self._transport_paused = False
+        if self._out_bytes <= OUTPUT_LIMIT:
+            self._writable_again()
+
+    def _writable_again(self) -> None:
+        """Deliveries may flow again: let every queue this connection consumes from dispatch."""
         self.writable = True
         for queue in {c.queue for ch in self.channels.values() for c in ch.consumers.values()}:
             queue.dispatch()
@@ -190,28 +201,33 @@ class Connection(asyncio.Protocol):
         pos = 0
         head = framing.FRAME_HEAD.unpack_from
         channels = self.channels
+        frame_max = self.frame_max
+        body_frame, method_frame, header_frame = (
+            framing.FRAME_BODY, framing.FRAME_METHOD, framing.FRAME_HEADER)
+        closed = State.CLOSED
         try:
-            while self.state is not State.CLOSED:
-                if len(buf) - pos < framing.FRAME_OVERHEAD:
+            while self.state is not closed:
+                size = len(buf)
+                if size - pos < framing.FRAME_OVERHEAD:
                     break
-                frame_type, channel, size = head(buf, pos)
+                frame_type, channel, length = head(buf, pos)
                 # RabbitMQ lets a payload reach frame_max (not frame_max - 8); so do we.
-                if size > self.frame_max:
+                if length > frame_max:
                     self._lose_framing(FrameError(
-                        f"type {frame_type}, all octets = <<>>: {{frame_too_large,{size},"
-                        f"{self.frame_max - framing.FRAME_OVERHEAD}}}"
+                        f"type {frame_type}, all octets = <<>>: {{frame_too_large,{length},"
+                        f"{frame_max - framing.FRAME_OVERHEAD}}}"
                     ))
                     return
-                end = pos + 7 + size
-                if end >= len(buf):
+                end = pos + 7 + length
+                if end >= size:
                     break
-                if buf[end] != framing.FRAME_END:
+                if buf[end] != 0xCE:  # framing.FRAME_END
                     self._lose_framing(FrameError(
-                        f"type {frame_type}, frame on channel {channel} of {size} bytes: "
+                        f"type {frame_type}, frame on channel {channel} of {length} bytes: "
                         f"{{invalid_frame_end_marker,{buf[end]}}}"
                     ))
                     return
-                if self.publish_blocked and frame_type == framing.FRAME_METHOD and \
+                if self.publish_blocked and frame_type == method_frame and \
                         buf[pos + 7 : pos + 11] == _PUBLISH:
                     self._pause_reading()  # the publish waits in the buffer for the alarm
                     break
@@ -221,12 +237,12 @@ class Connection(asyncio.Protocol):
                 if target is None or target.closing:
                     self._method_index = 0
                     self._on_frame(frame_type, channel, payload)
-                elif frame_type == framing.FRAME_BODY:  # the hot path, most frames first
+                elif frame_type == body_frame:  # the hot path, most frames first
                     target.handle_body(payload)
-                elif frame_type == framing.FRAME_METHOD and len(payload) >= 4:
+                elif frame_type == method_frame and length >= 4:
                     self._method_index = int.from_bytes(payload[:4], "big")
                     target.handle_method(payload)
-                elif frame_type == framing.FRAME_HEADER:
+                elif frame_type == header_frame:
                     target.handle_header(payload)
                 else:
                     self._method_index = 0
@@ -281,8 +297,15 @@ class Connection(asyncio.Protocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
-    def send_parts(self, parts: list[bytes]) -> None:
+    def send_parts(self, parts: list[bytes], size: int = 0) -> None:
+        """Queue frames for the next flush; ``size`` counts a delivery's bytes against the
+        output limit, past which consumers wait for the flush (a no-ack consumer on a deep
+        queue would otherwise take the whole backlog into memory in one go)."""
         self._out += parts
+        if size:
+            self._out_bytes += size
+            if self._out_bytes > OUTPUT_LIMIT:
+                self.writable = False
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -328,6 +351,10 @@ class Connection(asyncio.Protocol):
             self.transport.write(b"".join(self._out))
             self._sent = True
         self._out.clear()
+        if self._out_bytes:
+            self._out_bytes = 0
+            if not self.writable and not self._transport_paused and self.state is State.OPEN:
+                self._writable_again()
 
     # -- frames -----------------------------------------------------------------------
 

@@ -244,10 +244,20 @@ def deliver_method(
     routing_key: str,
 ) -> bytes:
     """Basic.Deliver; ``consumer_tag`` is already a short string (encoded once per consumer)."""
-    payload = b"".join((b"\x00\x3c\x00\x3c", consumer_tag,
-                        _TAG_AND_FLAG.pack(delivery_tag, redelivered),
-                        shortstr(exchange), shortstr(routing_key)))
-    return FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
+    names = _names.get((exchange, routing_key))
+    if names is None:
+        names = shortstr(exchange) + shortstr(routing_key)
+        if len(_names) >= 4096:
+            _names.clear()
+        _names[exchange, routing_key] = names
+    size = 13 + len(consumer_tag) + len(names)
+    return b"".join((FRAME_HEAD.pack(FRAME_METHOD, channel, size), b"\x00\x3c\x00\x3c",
+                     consumer_tag, _TAG_AND_FLAG.pack(delivery_tag, redelivered), names,
+                     b"\xce"))
+
+
+# (exchange, routing key) -> both as short strings, for deliveries: few pairs recur.
+_names: dict[tuple[str, str], bytes] = {}
 
 
 def get_ok_method(

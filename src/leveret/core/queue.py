@@ -161,6 +161,7 @@ class Queue:
         self._had_consumer = False
         self._next_seq = next_seq
         self._plain = self.settings.plain
+        self._limited = self.settings.limited
         self._ttl = self.settings.message_ttl
         self._ttl_active = self._ttl is not None  # expiry to check when taking entries
         self._ttl_heap: list[tuple[int, int, Entry]] = []  # per-message TTLs
@@ -206,6 +207,13 @@ class Queue:
         Returns False if the queue refused it (full, with x-overflow reject-publish): the
         publisher is then nacked.
         """
+        if self._plain and message.expiration is None:  # the fast path: FIFO, nothing else
+            self._next_seq += 1
+            self._ready.push(Entry(message, self._next_seq))
+            self._bytes += len(message.body)
+            if self._consumers:
+                self.dispatch()
+            return True
         if not self._plain:
             if self._dedup is not None and self._dedup.is_duplicate(message):
                 return True  # dropped, but handled: the publisher gets an ack, not a nack
@@ -226,7 +234,7 @@ class Queue:
         if (self._ttl == 0 or entry.expires_ms == entry.timestamp_ms > 0) and \
                 not entry.delivered and not entry.dead:
             self._expire_in_place(entry)  # a TTL of 0: delivered at once or not at all
-        if self.settings.limited:  # after the consumers had their chance, as RabbitMQ does
+        if self._limited:  # after the consumers had their chance, as RabbitMQ does
             self._drop_heads_over_limit()
         return True
 
