@@ -30,8 +30,18 @@ test-captioning: $(STAMP) debs
 	$(PY) -m pytest tests/captioning
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples
+	$(VENV)/bin/ruff check src tests examples bench
 	$(VENV)/bin/mypy
+
+# Leveret against the RabbitMQ on 127.0.0.1:5672, then profiles of Leveret, then the report
+# in docs/benchmarks.md (about 20 minutes). BENCH_REPS=5 for more repetitions.
+BENCH_REPS ?= 3
+bench: $(STAMP)
+	$(PY) bench/compare.py --reps $(BENCH_REPS) --curve-reps 1 --out bench/results/compare.json
+	for scenario in A B C; do \
+	  $(PY) bench/profile.py $$scenario --out bench/results/profile-$$scenario.json || exit 1; \
+	done
+	$(PY) bench/report.py bench/results/compare.json --profiles bench/results/profile-*.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

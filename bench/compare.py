@@ -23,9 +23,11 @@ seconds). Results go to a JSON file that `bench/report.py` turns into docs/bench
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import multiprocessing as mp
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -149,6 +151,8 @@ def run_load(target: Target, *, producers: int = 1, consumers: int = 1, per_prod
         "rate": total / elapsed, "publish_rate": total / publish_seconds,
         "broker_cpu": broker_cpu / elapsed,
         "client_cpu": sum(r[2] for r in results) / elapsed,
+        # the busiest load generator process (each is one thread: 1.0 is saturated)
+        "client_cpu_max": max(r[2] / r[1] for r in results if r[1] > 0),
         **({"p50_ms": latencies[len(latencies) // 2],
             "p99_ms": latencies[int(len(latencies) * 0.99)],
             "p999_ms": latencies[int(len(latencies) * 0.999)]} if latencies else {}),
@@ -225,6 +229,33 @@ CURVES: dict[str, Callable[[Target], dict[str, Any]]] = {
 }
 
 
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    import pika  # a well-known client reads the server's properties for us
+
+    cpu = next((line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
+    info = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": cpu, "cores": str(os.cpu_count()),
+        "memory": f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "leveret": f"{importlib.metadata.version('leveret')} ({commit or 'no git'})",
+        "uvloop": importlib.metadata.version("uvloop"),
+        "pamqp": importlib.metadata.version("pamqp"),
+    }
+    if "rabbitmq" in TARGETS:
+        connection = pika.BlockingConnection(pika.ConnectionParameters(HOST, 5672))
+        properties = connection._impl.server_properties
+        connection.close()
+        info["rabbitmq"] = f"{properties['version']} ({properties['platform']})"
+    return info
+
+
 def summarize(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -255,7 +286,9 @@ def main() -> None:
         for name, by_target in results.items()
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": results, "summary": summary}, indent=1))
+    args.out.write_text(json.dumps({"machine": machine(), "reps": args.reps,
+                                    "curve_reps": args.curve_reps, "runs": results,
+                                    "summary": summary}, indent=1))
 
 
 if __name__ == "__main__":
