@@ -28,6 +28,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import signal
 import statistics
 import subprocess
@@ -137,7 +138,7 @@ def run_load(target: Target, *, producers: int = 1, consumers: int = 1, per_prod
     started = time.perf_counter()
     for process in producer_procs:
         process.start()
-    results = [out.get(timeout=600) for _ in consumer_procs + producer_procs]
+    results = collect(out, consumer_procs + producer_procs)
     elapsed = time.perf_counter() - started
     broker_cpu = cpu_seconds(target.pid) - broker_cpu
     for process in consumer_procs + producer_procs:
@@ -157,6 +158,27 @@ def run_load(target: Target, *, producers: int = 1, consumers: int = 1, per_prod
             "p99_ms": latencies[int(len(latencies) * 0.99)],
             "p999_ms": latencies[int(len(latencies) * 0.999)]} if latencies else {}),
     }
+
+
+def collect(out: mp.Queue[Any], processes: list[mp.Process], timeout: float = 300
+            ) -> list[Any]:
+    """One result from each load process; a process that fails, or a run that stalls,
+    fails the run (a consumer missing a message would otherwise wait for ever)."""
+    results: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(results) < len(processes):
+        try:
+            results.append(out.get(timeout=1))
+        except queue.Empty:
+            failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                for process in processes:
+                    process.kill()
+                raise loadgen.LoadError(
+                    f"{len(results)} of {len(processes)} load processes finished; "
+                    + (f"exit codes {failed}" if failed else f"stalled for {timeout:.0f} s")
+                ) from None
+    return results
 
 
 TRANSIENT = {"persistent": False}

@@ -50,7 +50,18 @@ class Client:
         self._expect(commands.Channel.OpenOk)
 
     def close(self) -> None:
-        self.sock.close()
+        """Close the AMQP way: by its Close-Ok the broker has handled every frame sent before.
+        (Closing the socket at once resets the connection if a frame from the broker is still
+        unread, and a reset makes the broker drop the publishes it had not read yet.)"""
+        try:
+            self.sock.settimeout(10)
+            self.send(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0,
+                                                       method_id=0))
+            self._expect(commands.Connection.CloseOk)
+        except (OSError, LoadError):
+            pass  # the broker is gone or closed first: nothing more to wait for
+        finally:
+            self.sock.close()
 
     def send(self, channel: int, value: object) -> None:
         self.sock.sendall(frame.marshal(value, channel))  # type: ignore[arg-type]
