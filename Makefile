@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Leveret against the RabbitMQ on 127.0.0.1:5672, then profiles of Leveret, then the report
-# in docs/benchmarks.md (about 20 minutes). BENCH_REPS=5 for more repetitions.
+# in docs/benchmarks.md (about 10 minutes). BENCH_REPS=5 for more repetitions.
 BENCH_REPS ?= 3
 bench: $(STAMP)
 	$(PY) bench/compare.py --reps $(BENCH_REPS) --curve-reps 1 --out bench/results/compare.json

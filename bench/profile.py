@@ -4,7 +4,8 @@ function, self time (the function itself was running) and total time (it was on 
 
     .venv/bin/python bench/profile.py A --out bench/results/profile-A.json
 
-The JSON holds the top functions; `bench/report.py` puts them in docs/benchmarks.md.
+The scenario runs three times (``--reps``) under one recording. The JSON holds the top
+functions; `bench/report.py` puts them in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,7 +69,7 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
     }
 
 
-def profile(scenario: str, top: int = 15) -> dict[str, Any]:
+def profile(scenario: str, top: int = 15, reps: int = 3) -> dict[str, Any]:
     fn = {**compare.SCENARIOS, **compare.CURVES}[scenario]
     with tempfile.TemporaryDirectory() as tmp, compare.Target("leveret") as target:
         raw = Path(tmp) / "stacks.txt"
@@ -76,23 +78,25 @@ def profile(scenario: str, top: int = 15) -> dict[str, Any]:
              "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            measured = fn(target)
+            runs = [fn(target) for _ in range(reps)]
         finally:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
         text = raw.read_text() if raw.exists() else ""
     if not text:
         raise RuntimeError("py-spy recorded nothing (is ptrace allowed here?)")
-    return {"scenario": scenario, "measured": measured, **summarize(text, top)}
+    measured = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    return {"scenario": scenario, "reps": reps, "measured": measured, **summarize(text, top)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("scenario", help="a scenario or curve name of compare.py (A, B, ...)")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--reps", type=int, default=3, help="runs of the scenario to sample")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    result = profile(args.scenario, args.top)
+    result = profile(args.scenario, args.top, args.reps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"{args.scenario}: {result['samples']} samples; "

@@ -196,7 +196,7 @@ def profile_tables(profiles: list[dict[str, Any]]) -> list[str]:
         lines += ["", f"**Scenario {profile['scenario']}**: {profile['samples']:,} samples of "
                   f"the broker at {measured.get('broker_cpu', 0):.2f} cores, "
                   f"{number(measured.get('rate', measured.get('drain_rate', 0)))} msg/s "
-                  "while profiled.", "",
+                  f"while profiled (median of {profile.get('reps', 1)} runs).", "",
                   "| self | function | | total | function |", "|---|---|---|---|---|"]
         callers = [entry for entry in profile["total"] if not _is_outer(entry[0])]
         for (name, share), (outer, outer_share) in zip(profile["self"], callers, strict=False):
@@ -206,7 +206,8 @@ def profile_tables(profiles: list[dict[str, Any]]) -> list[str]:
 
 def _is_outer(name: str) -> bool:
     """Frames every sample passes through (the interpreter, the CLI, the event loop)."""
-    return bool(re.search(r"runpy|__main__|\(leveret/cli\.py\)|asyncio|uvloop|<module>", name))
+    return bool(re.search(r"runpy|__main__|\(leveret/cli\.py\)|asyncio|uvloop|<module>"
+                          r"|threading\.py|concurrent/futures", name))
 
 
 def render(data: dict[str, Any], profiles: list[dict[str, Any]]) -> str:
@@ -245,7 +246,7 @@ def render(data: dict[str, Any], profiles: list[dict[str, Any]]) -> str:
     if profiles:
         lines += ["", "### Where Leveret's time goes", "",
                   "py-spy sampling the broker (250 Hz, all threads, idle time left out) during "
-                  "one more run of the scenario: *self* is time in the function itself, *total* "
+                  "three more runs of the scenario: *self* is time in the function itself, *total* "
                   "time with it on the stack (outer frames every sample shares left out).",
                   *profile_tables(profiles)]
     return "\n".join([*lines, END]) + "\n"
