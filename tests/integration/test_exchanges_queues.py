@@ -268,3 +268,26 @@ def test_unicode_and_long_names(ch: BlockingChannel) -> None:
     ch.basic_publish(name, "k", b"found")
     method, _, body = ch.basic_get(name, auto_ack=True)
     assert (method.exchange, body) == (name, b"found")
+
+
+def test_a_publish_follows_an_exchange_redeclared_under_the_same_name(
+    ch: BlockingChannel,
+) -> None:
+    """A channel remembers what a Basic.Publish resolved to only while that exchange stands."""
+    for queue in ("first", "second"):
+        ch.queue_declare(queue)
+    ch.exchange_declare("swap", "fanout")
+    ch.queue_bind("first", "swap")
+    ch.basic_publish("swap", "k", b"1")
+    ch.exchange_delete("swap")
+    ch.exchange_declare("swap", "direct")
+    ch.queue_bind("second", "swap", "k")
+    ch.basic_publish("swap", "k", b"2")  # the same method frame as before
+    assert [body for _, _, body in [ch.basic_get("first", auto_ack=True)]] == [b"1"]
+    assert ch.basic_get("first", auto_ack=True)[0] is None
+    assert ch.basic_get("second", auto_ack=True)[2] == b"2"
+    ch.exchange_delete("swap")
+    ch.basic_publish("swap", "k", b"3")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        ch.basic_get("second")
+    assert closed.value.reply_code == 404

@@ -321,6 +321,14 @@ def test_deliver_method_matches_pamqp() -> None:
     assert dict(frame.unmarshal(ours)[2]) == dict(deliver)
 
 
+def test_deliver_method_is_the_same_when_its_names_come_from_the_cache() -> None:
+    for tag, exchange, key in [(1, "ex", "a"), (2, "ex", "a"), (3, "ex", "b"), (4, "", "a"),
+                               (5, "ex", "a")]:
+        deliver = commands.Basic.Deliver("c", tag, False, exchange, key)
+        assert framing.deliver_method(2, framing.shortstr("c"), tag, False, exchange,
+                                      key) == frame.marshal(deliver, 2)
+
+
 def test_deliver_method_with_non_ascii_names_decodes() -> None:
     data = framing.deliver_method(3, framing.shortstr("t"), 1, False, "\u00e9x", "cl\u00e9")
     assert dict(framing.decode_method(_payload(data))) == {
