@@ -20,16 +20,15 @@ from pathlib import Path
 
 from celery import Celery
 
+from tests.integration.celery_common import SETTINGS
+
 NAME = "leveret_it"
 
 
 def create_app(broker_url: str | None = None, environ: Mapping[str, str] = os.environ) -> Celery:
     app = Celery(NAME, broker=broker_url, set_as_current=False)
     app.conf.update(
-        result_backend="rpc://",
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
+        **SETTINGS,
         task_acks_late=environ.get("LEVERET_CELERY_ACKS_LATE") == "1",
         worker_prefetch_multiplier=int(environ.get("LEVERET_CELERY_PREFETCH", "4")),
         broker_connection_retry_on_startup=True,

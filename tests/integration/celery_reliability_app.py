@@ -29,6 +29,8 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu import Connection, Exchange, Queue
 
+from tests.integration.celery_common import SETTINGS
+
 NAME = "leveret_rel"
 EXCHANGE = Exchange(NAME, type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange(f"{NAME}.dlx", type="direct", durable=True)
@@ -83,10 +85,7 @@ def read_attempts(log: str | Path) -> list[dict[str, Any]]:
 def create_app(broker_url: str | None = None) -> Celery:
     app = Celery(NAME, broker=broker_url, set_as_current=False)
     app.conf.update(
-        result_backend="rpc://",
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
+        **SETTINGS,
         task_queues=task_queues(),
         task_default_queue=f"{NAME}.retry",
         task_default_exchange=NAME,

@@ -23,6 +23,7 @@ from celery import Celery, group
 
 from leveret import Broker
 from tests.integration.celery_app import NAME, create_app
+from tests.integration.celery_common import close_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -97,10 +98,7 @@ def client(broker: Broker) -> Iterator[Celery]:
     """The sending side: a Celery app of this test's own, so no connection outlives it."""
     app = create_app(broker.url)
     yield app
-    if app.backend.result_consumer._consumer is not None:
-        app.backend.result_consumer.stop()
-    app.pool.force_close_all()
-    app.close()
+    close_app(app)
 
 
 def test_worker_executes_tasks_sent_through_leveret(

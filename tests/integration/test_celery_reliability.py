@@ -31,6 +31,7 @@ from kombu import Connection
 from kombu.message import Message
 
 from leveret import Broker
+from tests.integration.celery_common import close_app
 from tests.integration.celery_reliability_app import (
     DEAD_LETTER_QUEUE,
     DELIVERY_LIMIT,
@@ -125,10 +126,7 @@ def client(broker: Broker) -> Iterator[Celery]:
     """The sending side: a Celery app of this test's own, so no connection outlives it."""
     app = create_app(broker.url)
     yield app
-    if app.backend.result_consumer._consumer is not None:
-        app.backend.result_consumer.stop()
-    app.pool.force_close_all()
-    app.close()
+    close_app(app)
 
 
 def delayed_messages(broker: Broker) -> int:
