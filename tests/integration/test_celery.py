@@ -9,11 +9,7 @@ countdown does not hold up the tasks queued behind it (it does on Leveret today:
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,65 +19,19 @@ from celery import Celery, group
 
 from leveret import Broker
 from tests.integration.celery_app import NAME, create_app
-from tests.integration.celery_common import close_app
+from tests.integration.celery_common import Worker, close_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-class Worker:
-    """``celery worker`` as a subprocess of its own session, its output in a file."""
-
-    def __init__(self, broker_url: str, log: Path, *, pool: str = "prefork",
-                 concurrency: int = 2, acks_late: bool = False, prefetch: int = 4) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                         os.environ.get("PYTHONPATH")])),
-            "CELERY_BROKER_URL": broker_url,
-            "LEVERET_CELERY_ACKS_LATE": "1" if acks_late else "0",
-            "LEVERET_CELERY_PREFETCH": str(prefetch),
-            "PYTHONWARNINGS": "ignore",  # the worker's warnings are not under test here
-        }
-        args = [sys.executable, "-m", "celery", "-A", "tests.integration.celery_app", "worker",
-                f"--pool={pool}", "--without-gossip", "--without-mingle",
-                "--without-heartbeat", f"--concurrency={concurrency}", "-l", "info",
-                "-n", f"{log.stem}@%h"]
-        self.log = log
-        self._out = log.open("wb")
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._out,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while " ready." not in self.output():
-            if self.process.poll() is not None:
-                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"worker not ready after {timeout}s:\n{self.output()}")
-            time.sleep(0.1)
-
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM (Celery's warm shutdown) and wait for the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"worker ignored SIGTERM for {timeout}s:\n{self.output()}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def close(self) -> None:
-        self.kill()
-        self._out.close()
+def start_worker(broker_url: str, log: Path, *, pool: str = "prefork", concurrency: int = 2,
+                 acks_late: bool = False, prefetch: int = 4) -> Worker:
+    """A worker for `tests.integration.celery_app`."""
+    return Worker(
+        "tests.integration.celery_app", broker_url, log,
+        [f"--pool={pool}", "--without-heartbeat", f"--concurrency={concurrency}"],
+        {"LEVERET_CELERY_ACKS_LATE": "1" if acks_late else "0",
+         "LEVERET_CELERY_PREFETCH": str(prefetch)})
 
 
 @pytest.fixture
@@ -105,7 +55,7 @@ def test_worker_executes_tasks_sent_through_leveret(
     broker: Broker, client: Celery, workers: list[Worker], tmp_path: Path,
 ) -> None:
     add, nap = client.tasks[f"{NAME}.add"], client.tasks[f"{NAME}.nap"]
-    worker = Worker(broker.url, tmp_path / "worker.log")
+    worker = start_worker(broker.url, tmp_path / "worker.log")
     workers.append(worker)
     worker.wait_ready()
 
@@ -138,7 +88,7 @@ def test_late_acked_task_survives_its_worker_being_killed(
     broker: Broker, client: Celery, workers: list[Worker], tmp_path: Path,
 ) -> None:
     add, nap = client.tasks[f"{NAME}.add"], client.tasks[f"{NAME}.nap"]
-    first = Worker(broker.url, tmp_path / "first.log", pool="solo", concurrency=1,
+    first = start_worker(broker.url, tmp_path / "first.log", pool="solo", concurrency=1,
                    acks_late=True, prefetch=1)
     workers.append(first)
     first.wait_ready()
@@ -154,7 +104,7 @@ def test_late_acked_task_survives_its_worker_being_killed(
     first.kill()  # mid-task: the message was never acked
     marker.unlink()
 
-    second = Worker(broker.url, tmp_path / "second.log", pool="solo", concurrency=1,
+    second = start_worker(broker.url, tmp_path / "second.log", pool="solo", concurrency=1,
                     acks_late=True, prefetch=1)
     workers.append(second)
     second.wait_ready()
@@ -179,7 +129,7 @@ def test_a_countdown_task_does_not_hold_up_the_tasks_behind_it(
     # the ETA task unacked, and `add` waits until the countdown is over.
     # KNOWN BUG: fails on Leveret today; passes against RabbitMQ 3.10 (which gets global=True).
     add, nap = client.tasks[f"{NAME}.add"], client.tasks[f"{NAME}.nap"]
-    worker = Worker(broker.url, tmp_path / "worker.log", concurrency=1, prefetch=1)
+    worker = start_worker(broker.url, tmp_path / "worker.log", concurrency=1, prefetch=1)
     workers.append(worker)
     worker.wait_ready()
 

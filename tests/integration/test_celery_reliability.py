@@ -15,10 +15,6 @@ on a thread of its own, and the tests read its state (read-only) to see where a 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -31,7 +27,7 @@ from kombu import Connection
 from kombu.message import Message
 
 from leveret import Broker
-from tests.integration.celery_common import close_app
+from tests.integration.celery_common import Worker, close_app
 from tests.integration.celery_reliability_app import (
     DEAD_LETTER_QUEUE,
     DELIVERY_LIMIT,
@@ -45,65 +41,17 @@ from tests.integration.celery_reliability_app import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-ROOT = Path(__file__).resolve().parents[2]
 DELAY_QUEUE_PREFIX = "celery_delayed_"
 
 
-class Worker:
-    """A solo-pool ``celery worker`` for the reliability app, its output in a file."""
-
-    def __init__(self, broker_url: str, log: Path) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                         os.environ.get("PYTHONPATH")])),
-            "CELERY_BROKER_URL": broker_url,
-            "PYTHONWARNINGS": "ignore",  # the worker's warnings are not under test here
-        }
-        args = [sys.executable, "-m", "celery", "-A", "tests.integration.celery_reliability_app",
-                "worker", "--pool=solo", "--without-gossip", "--without-mingle",
-                # Keep the event heartbeat, a timer every second: an idle solo worker's loop
-                # otherwise sleeps up to 10 s in poll(), and a SIGTERM, or an ack that a task
-                # run from the loop's first drain of the connection scheduled, waits for it to
-                # wake (Celery's hub; the same against RabbitMQ 3.10).
-                "--heartbeat-interval=1", "-l", "info", "-n", f"{log.stem}@%h"]
-        self.log = log
-        self._out = log.open("wb")
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._out,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while " ready." not in self.output():
-            # (A worker may be ready and already gone: a crashing task's next worker is.)
-            if self.process.poll() is not None and " ready." not in self.output():
-                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"worker not ready after {timeout}s:\n{self.output()}")
-            time.sleep(0.1)
-
-    def wait_exit(self, timeout: float = 30) -> int:
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker still running after {timeout}s:\n{self.output()}")
-
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM (Celery's warm shutdown) and wait for the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker ignored SIGTERM for {timeout}s:\n{self.output()}")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._out.close()
+def solo_worker(broker_url: str, log: Path) -> Worker:
+    """A solo-pool worker for the reliability app: tasks run in the worker process itself."""
+    # Keep the event heartbeat, a timer every second: an idle solo worker's loop otherwise
+    # sleeps up to 10 s in poll(), and a SIGTERM, or an ack that a task run from the loop's
+    # first drain of the connection scheduled, waits for it to wake (Celery's hub; the same
+    # against RabbitMQ 3.10).
+    return Worker("tests.integration.celery_reliability_app", broker_url, log,
+                  ["--pool=solo", "--heartbeat-interval=1"])
 
 
 @pytest.fixture
@@ -112,7 +60,7 @@ def start_worker(broker: Broker, tmp_path: Path) -> Iterator[Callable[[str], Wor
     started: list[Worker] = []
 
     def start(name: str) -> Worker:
-        worker = Worker(broker.url, tmp_path / f"{name}.log")
+        worker = solo_worker(broker.url, tmp_path / f"{name}.log")
         started.append(worker)
         return worker
 
