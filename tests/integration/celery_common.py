@@ -3,11 +3,13 @@ app so that no connection outlives a test, and a real ``celery worker`` in a sub
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,14 @@ class Worker:
     def close(self) -> None:
         self.kill()
         self._out.close()
+
+
+@contextlib.contextmanager
+def closing_workers() -> Iterator[list[Worker]]:
+    """A list to put started workers in; any still running at the end are killed."""
+    started: list[Worker] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.close()

@@ -19,7 +19,7 @@ from celery import Celery, group
 
 from leveret import Broker
 from tests.integration.celery_app import NAME, create_app
-from tests.integration.celery_common import Worker, close_app
+from tests.integration.celery_common import Worker, close_app, closing_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -37,10 +37,8 @@ def start_worker(broker_url: str, log: Path, *, pool: str = "prefork", concurren
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[list[Worker]]:
     """Started workers are appended here; any still running at teardown are killed."""
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.close()
+    with closing_workers() as started:
+        yield started
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from kombu import Connection
 from kombu.message import Message
 
 from leveret import Broker
-from tests.integration.celery_common import Worker, close_app
+from tests.integration.celery_common import Worker, close_app, closing_workers
 from tests.integration.celery_reliability_app import (
     DEAD_LETTER_QUEUE,
     DELIVERY_LIMIT,
@@ -57,16 +57,14 @@ def solo_worker(broker_url: str, log: Path) -> Worker:
 @pytest.fixture
 def start_worker(broker: Broker, tmp_path: Path) -> Iterator[Callable[[str], Worker]]:
     """Start a worker (named after its log file); any still running at teardown is killed."""
-    started: list[Worker] = []
+    with closing_workers() as started:
 
-    def start(name: str) -> Worker:
-        worker = solo_worker(broker.url, tmp_path / f"{name}.log")
-        started.append(worker)
-        return worker
+        def start(name: str) -> Worker:
+            worker = solo_worker(broker.url, tmp_path / f"{name}.log")
+            started.append(worker)
+            return worker
 
-    yield start
-    for worker in started:
-        worker.close()
+        yield start
 
 
 @pytest.fixture
